@@ -34,13 +34,15 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
-# %% ../nbs/04_models.ipynb #3e7c9466
+# %% ../nbs/04_models.ipynb #33edf425
 def register(name: str, paper: str, frames: int = 16, size: int = 224,
              make_input: Callable = clip_input, description: str = "", **defaults):
     "Decorator: register `build_fn` under `name` (duplicate names are an error)."
     def deco(build_fn):
-        if name in _REGISTRY and _REGISTRY[name].build is not build_fn:
-            raise ValueError(f"model name {name!r} is registered twice")
+        old = _REGISTRY.get(name)
+        if old is not None and old.build.__qualname__ != build_fn.__qualname__:
+            raise ValueError(f"model name {name!r} is registered twice "
+                             f"({old.build.__qualname__} and {build_fn.__qualname__})")
         _REGISTRY[name] = ModelSpec(name, build_fn, paper, frames, size, make_input,
                                     description or (build_fn.__doc__ or "").strip(), dict(defaults))
         return build_fn
