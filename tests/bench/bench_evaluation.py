@@ -1,0 +1,263 @@
+"""Benchmark: our evaluators against the official code, side by side, in one run.
+
+    python tests/bench/bench_evaluation.py ava  --work /tmp/evb --ref /tmp/ref/Evaluation
+    python tests/bench/bench_evaluation.py frame --work /tmp/evb --ref /tmp/ref/yowo/evaluation_ucf24_jhmdb
+
+The reference code is fetched separately and never committed:
+  git clone https://github.com/activitynet/ActivityNet   (Evaluation/get_ava_performance.py, Evaluation/ava/)
+  git clone https://github.com/wei-tim/YOWO              (evaluation_ucf24_jhmdb/pascalvoc.py, lib/)
+Both run unchanged in child processes (pascalvoc.py's lib/utils.py imports cv2 for drawing: give it an
+interpreter with opencv-python-headless via --ref-python). The ActivityNet code uses `np.bool`, `np.float` and `np.NAN`,
+removed in NumPy 1.24/2.0, so its child restores those three aliases before running the script.
+
+Each evaluator runs in its own child process; we report its CPU time (user + system, from
+`os.wait4`'s rusage: other helpers share the 2 cores, so wall time is not the measure), its wall
+time and its peak RSS. Results are written to results/evaluation_benchmark.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# ---------------------------------------------------------------- workloads
+AVA_VIDEOS, AVA_KEYFRAMES, AVA_CLASSES = 64, 897, 60      # AVA v2.2 val: 64 videos x 897 keyframes (902..1798)
+
+
+def ava_labelmap_ids() -> list[int]:
+    "The 60 AVA v2.x evaluated class ids (the official label map's ids)."
+    return [1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 20, 22, 24, 26, 27, 28, 29, 30, 34, 36, 37, 38,
+            41, 43, 45, 46, 47, 48, 49, 51, 52, 54, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 72,
+            73, 74, 76, 77, 78, 79, 80]
+
+
+def _write_rows(path: Path, video: list[str], v, t, boxes, action, last, last_fmt: str):
+    "Write AVA CSV rows in blocks (the formatting, not the arithmetic, dominates)."
+    with open(path, "w") as f:
+        for s in range(0, len(v), 1 << 20):
+            e = min(s + (1 << 20), len(v))
+            f.write("".join(f"{video[v[i]]},{t[i]:04d},{boxes[i, 0]:.3f},{boxes[i, 1]:.3f},{boxes[i, 2]:.3f},"
+                            f"{boxes[i, 3]:.3f},{action[i]},{last[i]:{last_fmt}}\n" for i in range(s, e)))
+
+
+def make_ava_workload(work: Path, seed: int = 0) -> dict:
+    """AVA-v2.2-val-sized workload: 64 videos x 897 keyframes, 1-4 persons with 1-3 of the 60 classes each,
+    up to 10 detected boxes per keyframe (the persons, jittered, plus false boxes), each scored on all 60 classes.
+    Scores are distinct (a rank over all rows, 8 decimals) so that the official tie order cannot matter."""
+    rng = np.random.default_rng(seed)
+    ids = np.array(ava_labelmap_ids())
+    letters = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+    videos = ["".join(rng.choice(letters, 11)) for _ in range(AVA_VIDEOS)]
+    K = AVA_VIDEOS * AVA_KEYFRAMES
+    kv, kt = np.repeat(np.arange(AVA_VIDEOS), AVA_KEYFRAMES), np.tile(np.arange(902, 902 + AVA_KEYFRAMES), AVA_VIDEOS)
+    persons = rng.integers(1, 5, K)                                            # 1..4 persons per keyframe
+    P = persons.sum()
+    pk = np.repeat(np.arange(K), persons)                                      # keyframe of each person
+    centre, size = rng.uniform(0.2, 0.8, (P, 2)), rng.uniform(0.1, 0.4, (P, 2))
+    pbox = np.clip(np.concatenate([centre - size / 2, centre + size / 2], 1), 0, 1)
+    nlab = rng.integers(1, 4, P)                                               # 1..3 classes per person
+    gp = np.repeat(np.arange(P), nlab)
+    gcls = ids[rng.integers(0, AVA_CLASSES, len(gp))]
+    _write_rows(work / "ava_gt.csv", videos, kv[pk[gp]], kt[pk[gp]], pbox[gp], gcls, np.zeros(len(gp), int), "d")
+    extra = np.minimum(rng.binomial(6, 0.38, K), 10 - persons)                # false boxes, <= 10 boxes in all
+    nb = persons + extra
+    B = nb.sum()
+    bk = np.repeat(np.arange(K), nb)
+    first = np.concatenate([[0], np.cumsum(nb)[:-1]])
+    local = np.arange(B) - first[bk]
+    pfirst = np.concatenate([[0], np.cumsum(persons)[:-1]])
+    is_person = local < persons[bk]
+    dbox = np.empty((B, 4))
+    dbox[is_person] = pbox[pfirst[bk[is_person]] + local[is_person]] + rng.normal(0, 0.03, (is_person.sum(), 4))
+    c2, s2 = rng.uniform(0.2, 0.8, ((~is_person).sum(), 2)), rng.uniform(0.1, 0.4, ((~is_person).sum(), 2))
+    dbox[~is_person] = np.concatenate([c2 - s2 / 2, c2 + s2 / 2], 1)
+    dbox = np.clip(dbox, 0, 1)
+    dbox[:, 2:] = np.maximum(dbox[:, 2:], dbox[:, :2] + 0.01)
+    dbox = np.clip(dbox, 0, 1)
+    # raw scores: noise, raised for the classes the person really does
+    raw = rng.normal(0, 1, (B, AVA_CLASSES))
+    labelled = np.zeros((P, AVA_CLASSES), bool)
+    labelled[gp, np.searchsorted(ids, gcls)] = True
+    raw[is_person] += 2.0 * labelled[pfirst[bk[is_person]] + local[is_person]]
+    raw = raw.reshape(-1)
+    score = np.empty(len(raw)); score[np.argsort(raw)] = (np.arange(len(raw)) + 1) / (len(raw) + 1)
+    rows_b = np.repeat(np.arange(B), AVA_CLASSES)
+    _write_rows(work / "ava_det.csv", videos, kv[bk[rows_b]], kt[bk[rows_b]], dbox[rows_b],
+                np.tile(ids, B), score, ".8f")
+    (work / "ava_labelmap.pbtxt").write_text("".join(f'item {{\n  name: "class {i}"\n  id: {i}\n}}\n' for i in ids))
+    return dict(keyframes=int(K), gt_rows=int(len(gp)), det_rows=int(len(raw)),
+                det_csv_mb=round((work / "ava_det.csv").stat().st_size / 1e6, 1))
+
+
+def make_frame_workload(work: Path, videos: int, frames: int, classes: int, boxes_per_frame: int, seed: int = 0) -> dict:
+    """Frame-mAP workload in both layouts: YOWO's pascalvoc.py text folders (one file per frame) and the
+    GT-pickle + (N, 8) array layout. One actor tube per video (320x240 pixels); per frame `boxes_per_frame`
+    detections, the first near the actor, each with one class (the argmax) and a distinct score."""
+    import pickle
+    rng = np.random.default_rng(seed)
+    gt_dir, det_dir = work / "voc_gt", work / "voc_det"
+    for d in (gt_dir, det_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        for f in d.glob("*.txt"): f.unlink()
+    label = rng.integers(0, classes, videos)
+    names = [f"c{label[v]:02d}_v{v:04d}" for v in range(videos)]
+    start = rng.uniform([20, 20], [200, 120], (videos, 2))
+    drift = rng.normal(0, 1.0, (videos, frames, 2)).cumsum(1)
+    size = rng.uniform([40, 60], [100, 110], (videos, 2))
+    x1y1 = np.clip(start[:, None] + drift, 0, None)
+    gt_boxes = np.round(np.concatenate([x1y1, np.minimum(x1y1 + size[:, None], [319, 239])], 2), 1)  # (V, F, 4)
+    n = videos * frames * boxes_per_frame
+    det = np.zeros((videos, frames, boxes_per_frame, 8))
+    det[..., 0] = np.arange(videos)[:, None, None]; det[..., 1] = np.arange(1, frames + 1)[None, :, None]
+    near = gt_boxes[:, :, None] + rng.normal(0, 6, (videos, frames, boxes_per_frame, 4))
+    far = rng.uniform(0, 200, (videos, frames, boxes_per_frame, 2))
+    far = np.concatenate([far, far + rng.uniform(30, 110, far.shape)], -1)
+    is_near = np.arange(boxes_per_frame)[None, None, :] == 0
+    box = np.where(is_near[..., None], near, far)
+    box[..., 2:] = np.maximum(box[..., 2:], box[..., :2] + 5)
+    det[..., 4:8] = np.round(np.clip(box, 0, [319, 239, 319, 239]), 1)
+    right = is_near & (rng.random((videos, frames, boxes_per_frame)) < 0.7)
+    det[..., 2] = np.where(right, label[:, None, None], rng.integers(0, classes, right.shape))
+    raw = rng.normal(0, 1, right.shape) + 1.5 * right
+    score = np.empty(n); score[np.argsort(raw.reshape(-1))] = (np.arange(n) + 1) / (n + 1)
+    det[..., 3] = score.reshape(right.shape)
+    dets = det.reshape(-1, 8)
+    for v in range(videos):
+        for f in range(frames):
+            stem = f"{names[v]}_{f + 1:05d}.txt"
+            g = gt_boxes[v, f]
+            (gt_dir / stem).write_text(f"{label[v]} {g[0]:.1f} {g[1]:.1f} {g[2]:.1f} {g[3]:.1f}\n")
+            (det_dir / stem).write_text("".join(f"{int(d[2])} {d[3]:.8f} {d[4]:.1f} {d[5]:.1f} {d[6]:.1f} {d[7]:.1f}\n"
+                                                for d in det[v, f]))
+    frames_col = np.arange(1, frames + 1)[:, None]
+    gt = dict(labels=[str(c) for c in range(classes)], nframes={nm: frames for nm in names},
+              resolution={nm: (240, 320) for nm in names}, train_videos=[[]], test_videos=[names],
+              gttubes={nm: {int(label[v]): [np.concatenate([frames_col, gt_boxes[v]], 1)]} for v, nm in enumerate(names)})
+    with open(work / "frame_gt.pkl", "wb") as f: pickle.dump(gt, f)
+    np.save(work / "frame_dets.npy", dets)
+    return dict(videos=videos, frames=videos * frames, classes=classes, gt_boxes=videos * frames, detections=int(n))
+
+
+def run_child(cmd: list[str], cwd=None, log: Path | None = None) -> dict:
+    "Run one evaluator as a child; its CPU time (user + sys), wall time, peak RSS and stdout."
+    log = log or Path("/tmp/bench_child.log")
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    return dict(cmd=" ".join(map(str, cmd)), status=os.waitstatus_to_exitcode(status), wall_s=round(wall, 2),
+                cpu_s=round(usage.ru_utime + usage.ru_stime, 2), peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
+                output=log.read_text())
+
+
+OURS = [sys.executable, "-c", "import sys; from vad_repro.evaluation.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def bench_ava(work: Path, ref: Path) -> dict:
+    "Official ActivityNet evaluator vs ours on the AVA-sized workload."
+    if not (work / "ava_det.csv").exists(): make_ava_workload(work)
+    files = ["-l", work / "ava_labelmap.pbtxt", "-g", work / "ava_gt.csv", "-d", work / "ava_det.csv"]
+    ours = run_child(OURS + ["ava"] + files, cwd=ROOT, log=work / "ours_ava.log")
+    shim = ROOT / "tests/bench/run_official_ava.py"
+    official = run_child([sys.executable, shim, ref] + files, log=work / "official_ava.log")
+    ours_map = float(re.findall(r"^mAP@0.5IOU: (\S+)$", ours["output"], re.M)[-1])
+    off_map = float(re.findall(r"mAP@0.5IOU': (?:np.float64\()?([0-9.eE-]+)", official["output"])[-1])
+    ours_ap = dict(re.findall(r"^AP@0.5IOU/(.+?): (\S+)$", ours["output"], re.M))
+    off_ap = dict(re.findall(r"AP@0.5IOU/(.+?)': (?:np.float64\()?([0-9.eE-]+|nan)", official["output"]))
+    diff = max(abs(float(ours_ap[k]) - float(v)) for k, v in off_ap.items())
+    return dict(ours=_strip(ours), official=_strip(official), map_ours=ours_map, map_official=off_map,
+                max_abs_class_ap_diff=diff, cpu_ratio=round(official["cpu_s"] / ours["cpu_s"], 1),
+                det_csv_mb=round((work / "ava_det.csv").stat().st_size / 1e6, 1))
+
+
+def bench_frame(work: Path, ref: Path, ref_python: str) -> dict:
+    "YOWO's pascalvoc.py vs ours (same text folders, and the array layout) on a frame-mAP workload."
+    results = {}
+    ours = run_child(OURS + ["frame-map", "-gt", work / "voc_gt", "-det", work / "voc_det"], cwd=ROOT,
+                     log=work / "ours_frame.log")
+    arrays = run_child(OURS + ["frame-map", "--gt-pkl", work / "frame_gt.pkl", "--dets", work / "frame_dets.npy"],
+                       cwd=ROOT, log=work / "ours_frame_arrays.log")
+    (work / "voc_plots").mkdir(exist_ok=True)
+    official = run_child([ref_python, ref / "pascalvoc.py", "-gt", work / "voc_gt", "-det", work / "voc_det",
+                          "-t", "0.5", "-np", "-sp", work / "voc_plots"], cwd=ref, log=work / "official_frame.log")
+    grab = lambda out: float(re.findall(r"^mAP: ([0-9.]+)%", out, re.M)[-1])
+    for name, r in (("ours_folders", ours), ("ours_arrays", arrays), ("official", official)):
+        results[name] = _strip(r); results[name]["map_percent"] = grab(r["output"])
+    results["cpu_ratio_folders"] = round(official["cpu_s"] / ours["cpu_s"], 1)
+    results["cpu_ratio_arrays"] = round(official["cpu_s"] / arrays["cpu_s"], 1)
+    return results
+
+
+def _strip(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k != "output"}
+
+
+def write_results(results: dict, out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    old = json.loads((out / "evaluation_benchmark.json").read_text()) if (out / "evaluation_benchmark.json").exists() else {}
+    old.update(results)
+    (out / "evaluation_benchmark.json").write_text(json.dumps(old, indent=1))
+    lines = ["# Evaluation benchmark", "", f"Measured on: {_hardware()} (2 cores shared with other jobs: CPU time is the measure).", "",
+             "| workload | evaluator | mAP | CPU s | wall s | peak RSS MB | CPU ratio (official / ours) |", "|---|---|---|---|---|---|---|"]
+    if "ava" in old:
+        a = old["ava"]
+        lines += [f"| AVA v2.2-val-sized ({a['workload']['det_rows']:,} detection rows, {a['det_csv_mb']} MB) | ActivityNet get_ava_performance.py | {a['map_official']:.10f} | {a['official']['cpu_s']} | {a['official']['wall_s']} | {a['official']['peak_rss_mb']} | |",
+                  f"| | ours (`vad-repro evaluate ava`) | {a['map_ours']:.10f} | {a['ours']['cpu_s']} | {a['ours']['wall_s']} | {a['ours']['peak_rss_mb']} | **{a['cpu_ratio']}x** |"]
+    for key in sorted(k for k in old if k.startswith("frame")):
+        f = old[key]
+        w = f["workload"]
+        lines += [f"| frame-mAP ({key[6:]}-sized), {w['videos']} videos x {w['frames'] // w['videos']} frames, {w['detections']:,} detections (one class each) | YOWO pascalvoc.py | {f['official']['map_percent']}% | {f['official']['cpu_s']} | {f['official']['wall_s']} | {f['official']['peak_rss_mb']} | |",
+                  f"| | ours, same text folders | {f['ours_folders']['map_percent']}% | {f['ours_folders']['cpu_s']} | {f['ours_folders']['wall_s']} | {f['ours_folders']['peak_rss_mb']} | **{f['cpu_ratio_folders']}x** |",
+                  f"| | ours, GT pkl + (N, 8) array | {f['ours_arrays']['map_percent']}% | {f['ours_arrays']['cpu_s']} | {f['ours_arrays']['wall_s']} | {f['ours_arrays']['peak_rss_mb']} | **{f['cpu_ratio_arrays']}x** |"]
+    ratios = [("AVA", old["ava"]["cpu_ratio"])] if "ava" in old else []
+    ratios += [(f"{k[6:]} frame-mAP, text folders", old[k]["cpu_ratio_folders"]) for k in sorted(old) if k.startswith("frame")]
+    ratios += [(f"{k[6:]} frame-mAP, arrays", old[k]["cpu_ratio_arrays"]) for k in sorted(old) if k.startswith("frame")]
+    lines += ["", "Target of issue 3: at least 50x less CPU time than the official code, with the same mAP.", ""]
+    lines += [f"- {name}: {r}x — {'met' if r >= 50 else f'**missed** (by a factor {50 / r:.1f})'}" for name, r in ratios]
+    lines += ["", "Regenerate: `python tests/bench/bench_evaluation.py ava|frame --work /tmp/evb --ref PATH` (see the script's docstring)."]
+    (out / "evaluation_benchmark.md").write_text("\n".join(lines) + "\n")
+
+
+def _hardware() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"): return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
+    except OSError: pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["ava", "frame"])
+    ap.add_argument("--work", default="/tmp/evb", help="scratch folder for the generated workloads")
+    ap.add_argument("--ref", required=True, help="ActivityNet/Evaluation (ava) or YOWO/evaluation_ucf24_jhmdb (frame)")
+    ap.add_argument("--videos", type=int, default=910, help="frame workload: videos (UCF101-24 test: 910)")
+    ap.add_argument("--frames", type=int, default=180, help="frame workload: frames per video")
+    ap.add_argument("--classes", type=int, default=24)
+    ap.add_argument("--name", default="ucf", help="frame workload label in the results (e.g. ucf, jhmdb)")
+    ap.add_argument("--boxes", type=int, default=3, help="frame workload: detections per frame")
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--ref-python", default=sys.executable,
+                    help="interpreter for pascalvoc.py (its lib/utils.py imports cv2: e.g. a venv with opencv-python-headless)")
+    a = ap.parse_args()
+    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
+    if a.what == "ava":
+        workload = make_ava_workload(work) if not (work / "ava_det.csv").exists() else None
+        result = bench_ava(work, Path(a.ref))
+        result["workload"] = workload or dict(det_rows=sum(1 for _ in open(work / "ava_det.csv", "rb")))
+        write_results({"ava": result}, Path(a.out))
+    else:
+        workload = make_frame_workload(work, a.videos, a.frames, a.classes, a.boxes)
+        result = bench_frame(work, Path(a.ref), a.ref_python); result["workload"] = workload
+        write_results({f"frame_{a.name}": result}, Path(a.out))
+    print(json.dumps(json.loads((Path(a.out) / "evaluation_benchmark.json").read_text()), indent=1))
