@@ -57,15 +57,15 @@ def test_flops_list_and_unknown_name():
 
 
 def test_flops_json_on_a_registered_model():
-    names = run("flops", "--list").stdout.split()
-    if not names:
-        pytest.skip("no model registered yet")
-    # the cheapest registered model: smallest default input is a fair proxy; count it at a tiny size
-    r = run("flops", names[0], "--json", "--size", "64", "--frames", "8")
+    # the engine's minimal detector: cheap to build and count, registered at 8x64x64
+    r = run("flops", "minimal_detector", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) >= {"name", "frames", "size", "gflops", "mparams"}
-    assert out["name"] == names[0] and out["gflops"] > 0 and out["mparams"] > 0
+    assert (out["name"], out["frames"], out["size"]) == ("minimal_detector", 8, 64)
+    assert out["gflops"] > 0 and out["mparams"] > 0
+    r = run("flops", "minimal_detector", "--json", "--size", "128")   # 4x the pixels, 4x the flops
+    assert abs(json.loads(r.stdout)["gflops"] / out["gflops"] - 4) < 1e-6
 
 
 def test_tables_unknown_paper():

@@ -119,7 +119,7 @@ def detections_from_raw(raw: Tensor, cfg: MinimalDetectorConfig) -> list[dict]:
         out.append({"boxes": boxes[b, keep].float(), "scores": (obj[b, keep, None] * cls[b, keep]).float()})
     return out
 
-# %% ../../nbs/80_detector.ipynb #3462b441
+# %% ../../nbs/80_detector.ipynb #deba24bc
 class MinimalDetector(nn.Module):
     "The engine's minimal test detector: 3D conv backbone, one cell per actor (see the notebook)."
     def __init__(self, cfg: MinimalDetectorConfig):
@@ -131,7 +131,8 @@ class MinimalDetector(nn.Module):
                                   nn.Conv2d(4 * w, 1 + 4 + cfg.num_classes, 1))
         nn.init.constant_(self.head[-1].bias[0], -math.log(99.0))  # prior P(actor) = 0.01 (RetinaNet)
 
-    def forward(self, batch: dict):
+    def forward(self, batch):
+        if isinstance(batch, Tensor): return self.raw_map(batch)   # bare clip: raw network output
         raw = self.raw_map(batch["clip"])
         return self.losses(raw, batch) if self.training else self.detect(raw)
 
