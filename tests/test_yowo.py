@@ -1,0 +1,143 @@
+"""YOWO (issue 6): official checkpoint import, CFAM and loss hand cases, every registered variant, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from vad_repro import models
+from vad_repro.backbones.darknet import Darknet, load_darknet_weights, save_darknet_weights
+from vad_repro.backbones.efficient3d import load_kinetics_checkpoint, shufflenet_v2
+from vad_repro.yowo import YOWO, YOWODetector
+from vad_repro.yowo.cfam import CFAM, ChannelAttention
+from vad_repro.yowo.loss import RegionLossConfig, decode_detections, region_loss
+from vad_repro.yowo.model import YOWOConfig, official_to_ours
+
+FIXTURE = Path(__file__).parent / "fixtures" / "yowo_official_state_dict_ucf24_resnext101.json"
+
+
+@pytest.fixture(scope="module")
+def official_state_dict():
+    "Random tensors with every name and shape of the released UCF101-24 YOWO checkpoint."
+    g = torch.Generator().manual_seed(0)
+    entries = json.loads(FIXTURE.read_text())["state_dict"]
+    return {k: torch.tensor(3) if k.endswith("num_batches_tracked") else torch.randn(s, generator=g) for k, s in entries}
+
+
+def test_from_official_every_tensor_lands(official_state_dict):
+    # saved from nn.DataParallel: every key carries the `module.` prefix
+    det = YOWODetector.from_official({"state_dict": {"module." + k: v for k, v in official_state_dict.items()}},
+                                     num_classes=24, backbone_3d="resnext101")
+    ours = det.state_dict()
+    assert len(ours) == len(official_state_dict) == 780
+    for k, v in official_state_dict.items():
+        assert torch.equal(ours[official_to_ours(k)], v), k
+    assert isinstance(det, YOWO) and official_to_ours("cfam.sc.gamma") == "fusion.sc.gamma"
+
+
+def test_from_official_lists_unmatched_and_missing(official_state_dict):
+    bad = dict(official_state_dict)
+    bad.pop("backbone_2d.models.30.conv23.bias")
+    bad["cfam.unknown"] = torch.zeros(2)
+    with pytest.raises(KeyError) as e, torch.device("meta"):      # the check runs before any tensor is copied
+        YOWO.from_official(bad, num_classes=24)
+    assert "missing ['backbone_2d.models.30.conv23.bias']" in str(e.value)
+    assert "unexpected ['fusion.unknown']" in str(e.value)
+
+
+def test_cfam_alpha_zero_is_the_b_path_and_gram_softmax():
+    B_map = torch.tensor([[1., 0.], [0., 1.]]).view(1, 2, 1, 2)
+    att = ChannelAttention("paper")
+    with torch.no_grad():
+        assert torch.equal(att(B_map), B_map)
+        M = att.attention_map(B_map.view(1, 2, 2))[0]
+        e = math.e
+        assert torch.allclose(M, torch.tensor([[e, 1.], [1., e]]) / (e + 1))
+        att.gamma.fill_(2.0)
+        assert torch.allclose(att(B_map).view(2, 2), torch.eye(2) + 2 * M)
+    cfam = CFAM(10, 6, inter_channels=8).eval()
+    assert cfam(torch.randn(3, 10, 4, 5)).shape == (3, 6, 4, 5)
+
+
+def test_region_loss_hand_case():
+    cfg = RegionLossConfig(num_classes=2, anchors=((1., 1.), (2., 2.)))
+    L = region_loss(torch.zeros(1, 14, 2, 2), [torch.tensor([[0.55, 0.05, 1.05, 0.55]])], [torch.tensor([[0., 1.]])], cfg)
+    iou = 0.81 / 1.19
+    assert math.isclose(L["loss_x"].item(), 0.0025, rel_tol=1e-5) and math.isclose(L["loss_y"].item(), 0.0025, rel_tol=1e-5)
+    assert abs(L["loss_w"].item()) < 1e-9 and abs(L["loss_h"].item()) < 1e-9
+    assert math.isclose(L["loss_conf"].item(), 0.5 * (7 * 0.25 + 5 * (0.5 - iou) ** 2), rel_tol=1e-5)
+    assert math.isclose(L["loss_cls"].item(), 0.25 * math.log(2), rel_tol=1e-5)
+
+
+def test_decode_keeps_confident_box_and_suppresses_duplicate():
+    out = torch.full((1, 14, 2, 2), -10.)
+    out[:, 0:4] = 0.; out[:, 7:11] = 0.
+    out[0, 4, 0, 1] = 3.0; out[0, 6, 0, 1] = 2.0; out[0, 5, 0, 1] = 0.0; out[0, 11, 0, 1] = 1.0
+    dets = decode_detections(out, ((1., 1.), (1.2, 1.2)), 2, conf_thresh=0.25, nms_thresh=0.4)
+    assert dets[0]["boxes"].tolist() == [[0.5, 0.0, 1.0, 0.5]]
+
+
+def test_checkpoint_loaders_round_trip(tmp_path):
+    src, dst = shufflenet_v2(), shufflenet_v2()
+    head = {"module.classifier.1.weight": torch.zeros(600, 2048), "module.classifier.1.bias": torch.zeros(600)}
+    torch.save({"state_dict": {"module." + k: v + 1 for k, v in src.state_dict().items()} | head}, tmp_path / "k.pth")
+    assert load_kinetics_checkpoint(dst, tmp_path / "k.pth")["dropped"] == ["classifier.1.bias", "classifier.1.weight"]
+    assert torch.equal(dst.conv1[0].weight, src.conv1[0].weight + 1)
+    a, b = Darknet([("conv", 4, 3), ("max",), ("linear", 3, 1)]), Darknet([("conv", 4, 3), ("max",), ("linear", 3, 1)])
+    save_darknet_weights(a, tmp_path / "t.weights", seen=5)
+    assert load_darknet_weights(b, tmp_path / "t.weights") == {"version": (0, 2, 0), "seen": 5, "convs_loaded": 2}
+    assert torch.equal(a.models[2][0].weight, b.models[2][0].weight)
+
+
+YOWO_NAMES = models.names("yowo")
+BIG = {"resnext101", "resnet101"}
+
+
+def test_every_variant_is_registered():
+    assert len(YOWO_NAMES) == 25
+    for n in ("yowo_resnext101_16f", "yowo_resnext101_8f", "yowo_2d_8f", "yowo_3d_8f", "yowo_concat_8f", "yowo_tiny",
+              "yowo_2d_darknet19") + tuple(f"yowo_3d_{b}" for b in ("resnext101", "resnet18", "shufflenetv1", "mobilenetv2")):
+        assert n in YOWO_NAMES, n
+
+
+@pytest.mark.parametrize("name", YOWO_NAMES)
+def test_variant_shapes(name):
+    """Every registered variant at a small input (64², the registered clip length), built and run on the
+    meta device: the real modules propagate shapes without allocating or computing (fast enough for CI).
+    Raw head map (B, 5·(C+5), S/32, S/32), or the branch's own map for the backbone-only rows."""
+    if any(b in name for b in BIG) and name not in ("yowo_resnext101_16f", "yowo_3d_resnext101", "yowo_3d_resnet101"):
+        pytest.skip("same ResNe(X)t-101 trunk as yowo_resnext101_16f / yowo_3d_resnet101 (checked there)")
+    spec = models.spec(name)
+    with torch.device("meta"):
+        model = models.build(name).eval()
+        (x,) = spec.make_input(spec.frames, 64, 1)
+        y = model(x)
+    if name.startswith("yowo_3d_") and not name.endswith("_8f"):
+        assert y.shape[0] == 1 and y.shape[2:] == (2, 2)          # the 3D backbone alone
+    elif name == "yowo_2d_darknet19":
+        assert y.shape == (1, 425, 2, 2)
+    else:
+        assert isinstance(model, YOWODetector)
+        assert y.shape == (1, 5 * (24 + 5), 2, 2)
+
+
+def test_tiny_trains_one_step():
+    det = models.build("yowo_tiny", num_classes=3)
+    batch = {"clip": torch.randn(2, 3, 8, 64, 64), "boxes": [torch.tensor([[0.1, 0.1, 0.6, 0.9]]), torch.zeros(0, 4)],
+             "labels": [torch.tensor([[0., 0., 1.]]), torch.zeros(0, 3)], "meta": [{}, {}]}
+    losses = det.train()(batch)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    dets = det.eval()(batch)
+    assert len(dets) == 2 and all(d["scores"].shape[1:] == (3,) for d in dets)
+
+
+def test_cli_flops_in_process(capsys):
+    from vad_repro.cli import main
+    assert main(["flops", "yowo_tiny", "--frames", "4", "--size", "64", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (r["name"], r["frames"], r["size"], r["convention"]) == ("yowo_tiny", 4, 64, "fvcore")
+    assert 0 < r["gflops"] < 1 and 0 < r["mparams"] < 10
