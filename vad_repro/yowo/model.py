@@ -119,9 +119,11 @@ def lfb_feature(bank: Tensor, key_frame: int, clip_len: int = 8, num_clips: int 
     "The LFB input of the key frame: mean of its bank clips, (C', H', W')."
     return bank[lfb_clip_indices(len(bank) * clip_len, key_frame, clip_len, num_clips)].mean(0)
 
-# %% ../../nbs/42_yowo.ipynb #808cf8ec
+# %% ../../nbs/42_yowo.ipynb #db792c60
 class YOWODetector(YOWO):
     "YOWO with the engine's interface: losses in training, detections in eval (parameter names as YOWO's)."
+    loss_reduction = "sum"   # the official region loss sums over the clips of the batch (engine contract)
+
     def __init__(self, cfg: YOWOConfig | None = None, backbone_3d: nn.Module | None = None,
                  backbone_2d: nn.Module | None = None):
         super().__init__(cfg, backbone_3d, backbone_2d)
