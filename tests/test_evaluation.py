@@ -86,6 +86,49 @@ def test_malformed_rows_name_file_and_line(tmp_path, row, message):
     assert r["malformed_rows"] == 1 and "det.csv:2" in r["malformed"][0] and r["mAP"] == 1.0
 
 
+# ----------------------------------------------------------------- the Arrow fast path of the CSV reader
+def _same_rows(a, b):
+    assert a.videos == b.videos and a.malformed == b.malformed
+    for f in ("video", "timestamp", "boxes", "action", "line"): np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    np.testing.assert_array_equal(a.last, b.last)                    # NaN (keyframe-only rows) equal NaN
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 21, 64, 5])
+def test_arrow_and_exact_readers_give_identical_arrays(tmp_path, chunk_bytes):
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(1)
+    rows = [f"vid{i % 4},{900 + i // 9:04d},{x1:.3f},{y1:.3f},{x1 + w:.3f},{y1 + h:.3f},{1 + i % 80},{float(s)!r}"
+            for i, (x1, y1, w, h, s) in enumerate(zip(*(rng.random((4, 300)) / 2), rng.random(300)))]
+    rows[10] = "vid0,0901"                                             # keyframe-only row
+    rows[20] = rows[20].rsplit(",", 1)[0] + ",1e-3"                    # exponent
+    rows[30] = " vid9 , 902.0,0,0,1.,1,3, 0.5"                         # spaces
+    rows[40] = rows[40] + "\r"                                         # CRLF line
+    rows[50] = rows[50] + "\r" + rows[51]                              # lone CR: one malformed line
+    rows[60] = ""                                                      # blank line
+    rows[70] = "vid1,0950,0,0,0,0,5,-0.0"                              # zero-area box, score -0
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n", newline="")
+    fast = read_ava_csv(tmp_path / "d.csv", lenient=True, chunk_bytes=chunk_bytes)
+    exact = read_ava_csv(tmp_path / "d.csv", lenient=True, chunk_bytes=chunk_bytes, arrow=False)
+    _same_rows(fast, exact)
+    assert len(fast.malformed) == 1 and "d.csv:51:" in fast.malformed[0]
+    assert len(fast.line) == 300 - 2 and fast.action[fast.line == 11].tolist() == [-1]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("v,0902,0.6,0,0.5,0.5,1,0.9", "impossible box"), ("v,0902,0,0,1.5,0.5,1,0.9", "coordinates must lie in [0, 1]"),
+    ("v,0902,0,0,0.5,0.5,1,inf", "not a finite number"), ("v,0902,0,0,0.5,0.5,1.5,0.9", "not an integer"),
+    ("v,0902,0,0,0.5,0.5", "expected 2 or 7 or 8 columns, got 6"), ("v,0902,0,0,0.5,0.5,1,0.9,7", "got 9"),
+    ("v,0902,0,0,0.5,0.5,1,", "not a number")])
+def test_arrow_path_errors_name_file_and_line(tmp_path, row, message):
+    pytest.importorskip("pyarrow")
+    good = "".join(f"v,{902 + i},0,0,0.5,0.5,1,0.{i + 1}\n" for i in range(200))
+    (tmp_path / "d.csv").write_text(good + row + "\n" + good)
+    with pytest.raises(ValueError, match=r"d\.csv:201: ") as e: read_ava_csv(tmp_path / "d.csv")
+    assert message in str(e.value)
+    lenient = read_ava_csv(tmp_path / "d.csv", lenient=True)
+    assert len(lenient.line) == 400 and len(lenient.malformed) == 1 and lenient.line[-1] == 401
+
+
 def test_unknown_classes_are_counted(tmp_path):
     args = _files(tmp_path, "v,0902,0,0,0.5,0.5,1,0\nv,0902,0,0,0.5,0.5,77,0\n",
                   "v,0902,0,0,0.5,0.5,1,0.9\nv,0902,0,0,0.5,0.5,77,0.9\nv,0902,0,0,0.5,0.5,78,0.9\n")[:3]
