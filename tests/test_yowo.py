@@ -44,8 +44,8 @@ def test_from_official_lists_unmatched_and_missing(official_state_dict):
     bad["cfam.unknown"] = torch.zeros(2)
     with pytest.raises(KeyError) as e, torch.device("meta"):      # the check runs before any tensor is copied
         YOWO.from_official(bad, num_classes=24)
-    assert "missing ['backbone_2d.models.30.conv23.bias']" in str(e.value)
-    assert "unexpected ['fusion.unknown']" in str(e.value)
+    assert "missing (not in the checkpoint) (1): ['backbone_2d.models.30.conv23.bias']" in str(e.value)
+    assert "leftover (not in the model) (1): ['fusion.unknown']" in str(e.value)
 
 
 def test_cfam_alpha_zero_is_the_b_path_and_gram_softmax():
@@ -141,3 +141,18 @@ def test_cli_flops_in_process(capsys):
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (r["name"], r["frames"], r["size"], r["convention"]) == ("yowo_tiny", 4, 64, "fvcore")
     assert 0 < r["gflops"] < 1 and 0 < r["mparams"] < 10
+
+
+def test_train_cpu_runs_records_each_run_and_reports_failures(tmp_path):
+    import json
+    from vad_repro.results_yowo import cpu_records, train_cpu_runs
+    runs, rec = tmp_path / "runs", tmp_path / "records"
+    (r,) = train_cpu_runs(["yowo_tiny"], runs_dir=runs, out_dir=rec, jobs=1, extra=["--max-steps", "2"])
+    assert (r["config"], r["model"], r["steps"], r["num_frames"]) == ("yowo_tiny", "yowo_tiny", 2, 8)
+    assert 0.0 <= r["frame_mAP"] <= 1.0 and 0.0 <= r["chance_frame_mAP"] <= 1.0 and r["seconds"] > 0
+    assert json.loads((rec / "yowo_tiny.json").read_text())["frame_mAP"] == r["frame_mAP"]
+    assert cpu_records(rec)["yowo_tiny"]["curve"][-1]["step"] == 2
+    with pytest.raises(FileExistsError, match="yowo_tiny"):          # never overwrites a run
+        train_cpu_runs(["yowo_tiny"], runs_dir=runs, out_dir=rec, jobs=1)
+    with pytest.raises(RuntimeError, match="train.log"):             # a failed run names its log
+        train_cpu_runs(["yowo_tiny"], runs_dir=tmp_path / "bad", out_dir=rec, jobs=1, extra=["--set", "lr=fast"])

@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 
 # %% auto #0
-__all__ = ['clip_input', 'ModelSpec', 'register', 'discover', 'lookup', 'spec', 'names', 'build']
+__all__ = ['OPTIONAL_KEYS', 'clip_input', 'ModelSpec', 'register', 'discover', 'lookup', 'spec', 'names', 'build',
+           'StateDictMismatch', 'load_state_strict']
 
 # %% ../nbs/04_models.ipynb #c7ad54f8
 def clip_input(frames: int, size: int, batch: int = 1) -> tuple:
@@ -83,3 +84,27 @@ def build(name: str, **kwargs) -> torch.nn.Module:
     "Build the model registered as `name`; `kwargs` override its defaults."
     s = spec(name)
     return s.build(**{**s.defaults, **kwargs})
+
+# %% ../nbs/04_models.ipynb #5144e456
+class StateDictMismatch(ValueError, KeyError):
+    "A checkpoint that does not fit a model; the message lists every unmatched, missing and mis-shaped key."
+    __str__ = Exception.__str__                           # not KeyError's repr-quoted message
+
+OPTIONAL_KEYS = ("num_batches_tracked",)
+
+def load_state_strict(model: torch.nn.Module, state: dict, source: str, unmapped: list | None = None,
+                      assign: bool = False) -> torch.nn.Module:
+    "Load `state` (our names) into `model`: every tensor lands and every shape matches, else one `StateDictMismatch`."
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_KEYS)]
+    leftover = [k for k in state if k not in expected]
+    shapes = {k: f"checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+              for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)}
+    problems = {"keys no rule maps": list(unmapped or []), "leftover (not in the model)": leftover,
+                "missing (not in the checkpoint)": missing, "shape mismatches": shapes}
+    if any(problems.values()):
+        lines = [f"{name} ({len(p)}): {p if isinstance(p, list) else list(p.items())}" for name, p in problems.items() if p]
+        raise StateDictMismatch(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(lines))
+    filled = {k: torch.zeros_like(v, device="cpu") for k, v in expected.items() if k not in state}
+    model.load_state_dict({**filled, **state}, strict=True, assign=assign)
+    return model

@@ -18,9 +18,11 @@ from .tables import Table, hardware, register_table
 from .yowo.model import TABLE5_BACKBONES, YOWOConfig, YOWODetector
 
 # %% auto #0
-__all__ = ['TABLE5', 'CONVENTIONS_T5', 'NOT_TRAINED', 'TABLE5_COLUMNS', 'MAP_COLUMNS', 'TABLE9_OTHERS', 'thop_module_ops',
-           'hook_counts', 'thop_flops', 'count_backbone', 'table5', 'full_model_row', 'table2', 'table4',
-           'speed_record', 'table9', 'yowo_tables']
+__all__ = ['TABLE5', 'CONVENTIONS_T5', 'NOT_TRAINED', 'TABLE5_COLUMNS', 'CPU_RUNS', 'CPU_DATA', 'T2_ROWS', 'T4_ROWS',
+           'MAP_COLUMNS', 'TIE', 'TABLE9_OTHERS', 'thop_module_ops', 'hook_counts', 'thop_flops', 'count_backbone',
+           'table5', 'full_model_row', 't2_config', 't4_config', 'cpu_configs', 'synth_anchors', 'record_run',
+           'train_cpu_runs', 'cpu_records', 'table2', 'table4', 'orderings', 'ordering_notes', 'speed_record', 'table9',
+           'yowo_tables']
 
 # %% ../nbs/94_yowo_results.ipynb #11119dc7
 def _kernel_numel(m) -> int:
@@ -140,33 +142,177 @@ def _table5_notes(best: str, gaps: dict, rows: list[dict]) -> str:
             "The last row (full model, not in the paper) gives the fvcore split by module in its label. "
             f"mAP columns: {NOT_TRAINED}.")
 
-# %% ../nbs/94_yowo_results.ipynb #afbab600
+# %% ../nbs/94_yowo_results.ipynb #d164cde1
+CPU_RUNS = Path("results/yowo_cpu_runs")
+CPU_DATA = ("ucf", "jhmdb")
+T2_ROWS = [("2D", "yowo_2d_8f", "2d", 61.6, 36.0, 13.2, None), ("3D", "yowo_3d_8f", "3d", 70.5, 41.5, 13.7, None),
+           ("2D + 3D", "yowo_concat_8f", "concat", 73.8, 47.1, 16.0, None),
+           ("2D + 3D + CFAM", "yowo_resnext101_8f", "cfam", 79.2, 64.9, 16.4, (47.6, None))]
+T4_ROWS = [(8, 1, 79.2, 64.9, 16.4, (47.6, None)), (8, 2, 78.5, 61.5, 16.1, None), (8, 3, 78.4, 61.0, 16.0, None),
+           (16, 1, 80.4, 74.4, 17.9, (48.8, 85.7)), (16, 2, 79.0, 71.4, 17.2, None)]
+
+def t2_config(variant: str, data: str) -> str: return f"yowo_cpu_t2_{variant}_8f_{data}"
+def t4_config(frames: int, d: int, data: str) -> str:
+    return t2_config("cfam", data) if (frames, d) == (8, 1) else f"yowo_cpu_t4_{frames}f_d{d}_{data}"
+
+def cpu_configs() -> list[str]:
+    "Every CPU-scale run of Tables 2 and 4 (16: 8 per synthetic dataset)."
+    names = [t2_config(v, d) for d in CPU_DATA for *_, v, _u, _j, _a, _p in T2_ROWS]
+    return names + [t4_config(f, d, data) for data in CPU_DATA for f, d, *_ in T4_ROWS if (f, d) != (8, 1)]
+
 MAP_COLUMNS = ["model", "registry_name", "ucf_fmap_paper", "ucf_fmap_ours", "jhmdb_fmap_paper", "jhmdb_fmap_ours",
-               "ava_map_paper", "ava_map_ours", "data", "hardware"]
+               "ava_map_paper", "ava_map_ours", "ucf_vmap50_paper", "ucf_vmap50_ours", "jhmdb_vmap50_paper",
+               "jhmdb_vmap50_ours", "cpu_configs", "synth_ucf_fmap", "synth_ucf_vmap50", "synth_jhmdb_fmap",
+               "synth_jhmdb_vmap50", "data", "hardware"]
 
-def _map_row(label: str, name: str, ucf: float, jhmdb: float, ava: float) -> dict:
-    return {"model": label, "registry_name": name, "ucf_fmap_paper": ucf, "jhmdb_fmap_paper": jhmdb,
-            "ava_map_paper": ava, "data": NOT_TRAINED, "hardware": ""}
+# %% ../nbs/94_yowo_results.ipynb #d90c1095
+def synth_anchors(fmt: str, size: str = "small", grid: int = 4, k: int = 5) -> tuple[torch.Tensor, float]:
+    "k-means anchors (grid cells) of the training boxes of a synthetic J-HMDB/UCF set, and their mean IoU."
+    import numpy as np
+    from vad_repro.data import load_gt_pkl, synth
+    from vad_repro.data.datasets import GT_PKL
+    from vad_repro.data.ucf_jhmdb import split_videos
+    from vad_repro.yowo.loss import kmeans_anchors
+    root = synth.ensure(fmt, size, seed=0)
+    gt = load_gt_pkl(root / GT_PKL[fmt])
+    wh = []
+    for video in split_videos(gt, "train", 1):
+        H, W = gt["resolution"][video]
+        for tubes in gt["gttubes"][video].values():
+            for t in tubes:
+                t = np.asarray(t, np.float64)
+                wh.append(np.stack([(t[:, 3] - t[:, 1]) / W, (t[:, 4] - t[:, 2]) / H], 1))   # (L, 2) normalized
+    return kmeans_anchors(torch.tensor(np.concatenate(wh), dtype=torch.float32), k, grid)
 
-def table2() -> Table:
+# %% ../nbs/94_yowo_results.ipynb #fee99632
+def record_run(run_dir: str | Path, seconds: float, out_dir: str | Path = CPU_RUNS) -> dict:
+    "Summarize a finished run directory into `out_dir/<config>.json` (the last evaluation, what and where)."
+    from vad_repro.engine.trainer import read_jsonl
+    run_dir = Path(run_dir)
+    cfg, evals = json.loads((run_dir / "config.json").read_text()), read_jsonl(run_dir / "eval.jsonl")
+    steps = len(read_jsonl(run_dir / "metrics.jsonl"))
+    if not evals: raise ValueError(f"{run_dir}: no evaluation in eval.jsonl")
+    last = evals[-1]
+    rec = {"config": cfg["name"], "model": cfg["model"], "data_format": cfg["data_format"], "synth_size": cfg["synth_size"],
+           "size": cfg["size"], "num_frames": cfg["num_frames"], "stride": cfg["stride"], "steps": steps, "seed": cfg["seed"],
+           "batch_size": cfg["batch_size"], "seconds": round(seconds, 1), "hardware": hardware(), "torch": torch.__version__,
+           "frame_mAP": last["mAP"], "video_mAP": last.get("video_mAP"), "chance_frame_mAP": last["chance_mAP"],
+           "chance_video_mAP": last.get("chance_video_mAP"), "curve": evals}
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    (out / f"{cfg['name']}.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+def train_cpu_runs(names: list[str] | None = None, runs_dir: str | Path = "runs/yowo_cpu", out_dir: str | Path = CPU_RUNS,
+                   jobs: int = 2, extra: list[str] = ()) -> list[dict]:
+    "Train `names` (default: `cpu_configs()`) with `vad-repro train`, `jobs` at once, one thread each; record each run."
+    import os, subprocess, sys, time
+    names, pending, running, records = list(names or cpu_configs()), [], {}, []
+    pending = list(names)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0); run = Path(runs_dir) / name
+            if run.exists(): raise FileExistsError(f"{run} exists: remove it or choose another runs_dir")
+            cmd = [sys.executable, "-m", "vad_repro.cli", "train", "--config", name, "--out", str(run), "--device", "cpu", *extra]
+            run.mkdir(parents=True); log = open(run / "train.log", "w")
+            running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), time.time(), run, log)
+        time.sleep(2)
+        for name, (proc, t0, run, log) in list(running.items()):
+            if proc.poll() is None: continue
+            log.close(); del running[name]
+            if proc.returncode: raise RuntimeError(f"vad-repro train --config {name} failed ({proc.returncode}): see {run / 'train.log'}")
+            records.append(record_run(run, time.time() - t0, out_dir))
+    return records
+
+def cpu_records(out_dir: str | Path | None = None) -> dict[str, dict]:
+    "The recorded CPU runs by config name ({} when none is recorded)."
+    candidates = [Path(out_dir)] if out_dir else [CPU_RUNS, Path(__file__).resolve().parents[1] / CPU_RUNS]
+    for d in candidates:
+        if d.is_dir(): return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+    return {}
+
+# %% ../nbs/94_yowo_results.ipynb #b381945d
+def _pct(x) -> float | None: return None if x is None else 100 * x
+
+def _synth_cells(records: dict, names: dict[str, str]) -> dict:
+    "synth_<data>_fmap / _vmap50 cells (percent) of one row from its configs' records; names: data -> config."
+    cells = {}
+    for data, name in names.items():
+        r = records.get(name)
+        if r is None: continue
+        cells[f"synth_{data}_fmap"] = _pct(r["frame_mAP"])
+        cells[f"synth_{data}_vmap50"] = _pct((r.get("video_mAP") or {}).get("0.5"))
+    return cells
+
+def _cpu_data(records: dict, names: list[str]) -> tuple[str, str]:
+    "The `data` and `hardware` cells of a row trained at CPU scale (or why it is empty)."
+    got = [records[n] for n in names if n in records]
+    real = f"real-data columns: {NOT_TRAINED} (needs the datasets and a GPU)"
+    if not got: return f"{real}; synth columns: not trained yet", ""
+    r = got[0]
+    steps = "/".join(sorted({str(g["steps"]) for g in got}))
+    return (f"{real}; synth columns: synthetic J-HMDB-like / UCF-like `{r['synth_size']}` sets (not the paper's data), "
+            f"`{r['model']}` at {r['size']}², {r['num_frames']} frames, d={r['stride']}, {steps} steps of batch {r['batch_size']}, "
+            f"seed {r['seed']}, from scratch", r["hardware"])
+
+def _map_row(label: str, name: str, ucf: float, jhmdb: float, ava: float, vmap, configs: dict, records: dict) -> dict:
+    data, hw = _cpu_data(records, list(configs.values()))
+    row = {"model": label, "registry_name": name, "ucf_fmap_paper": ucf, "jhmdb_fmap_paper": jhmdb, "ava_map_paper": ava,
+           "cpu_configs": " ".join(configs.values()), **_synth_cells(records, configs), "data": data, "hardware": hw}
+    if vmap: row["ucf_vmap50_paper"], row["jhmdb_vmap50_paper"] = vmap
+    return row
+
+def table2(records: dict | None = None) -> Table:
     "Table 2: 2D, 3D, 2D + 3D, 2D + 3D + CFAM (8 frames, d = 1)."
-    rows = [_map_row("2D", "yowo_2d_8f", 61.6, 36.0, 13.2), _map_row("3D", "yowo_3d_8f", 70.5, 41.5, 13.7),
-            _map_row("2D + 3D", "yowo_concat_8f", 73.8, 47.1, 16.0),
-            _map_row("2D + 3D + CFAM", "yowo_resnext101_8f", 79.2, 64.9, 16.4)]
+    records = cpu_records() if records is None else records
+    rows = [_map_row(label, name, u, j, a, v, {d: t2_config(variant, d) for d in CPU_DATA}, records)
+            for label, name, variant, u, j, a, v in T2_ROWS]
     return Table("yowo_table2", "YOWO Table 2: frame-mAP @ 0.5 of the fusion variants (8 frames, d = 1)", MAP_COLUMNS, rows,
-                 "Paper ordering to check once trained: CFAM > concatenation > 3D > 2D on all three datasets. "
-                 "'2D + 3D' is our reading of 'simple concatenation': the concatenated maps go straight to the 1×1 head.")
+                 "'2D + 3D' is our reading of 'simple concatenation': the concatenated maps go straight to the 1×1 head. "
+                 + ordering_notes(rows, records, "t2"))
 
-def table4() -> Table:
+def table4(records: dict | None = None) -> Table:
     "Table 4: 8 and 16 frames at downsampling rate d (frame-mAP)."
-    rows = [_map_row(f"{f}-frames (d={d})", f"yowo_resnext101_{f}f", *m) for f, d, *m in
-            [(8, 1, 79.2, 64.9, 16.4), (8, 2, 78.5, 61.5, 16.1), (8, 3, 78.4, 61.0, 16.0),
-             (16, 1, 80.4, 74.4, 17.9), (16, 2, 79.0, 71.4, 17.2)]]
+    records = cpu_records() if records is None else records
+    rows = [_map_row(f"{f}-frames (d={d})", f"yowo_resnext101_{f}f", u, j, a, v, {x: t4_config(f, d, x) for x in CPU_DATA}, records)
+            for f, d, u, j, a, v in T4_ROWS]
     return Table("yowo_table4", "YOWO Table 4: frame-mAP @ 0.5 for clip length and downsampling rate d", MAP_COLUMNS, rows,
                  "d is the frame sampling rate of the data pipeline (the engine's config `stride`); the network is the same. "
-                 "Paper orderings to check once trained: 16 > 8 frames; larger d worse.")
+                 + ordering_notes(rows, records, "t4"))
 
-# %% ../nbs/94_yowo_results.ipynb #34eeaebe
+# %% ../nbs/94_yowo_results.ipynb #8c5bced0
+TIE = 1.0   # points of mAP under which two runs are called tied
+
+def _compare(a: float | None, b: float | None) -> str:
+    if a is None or b is None: return "not measured"
+    return "tie" if abs(a - b) < TIE else ("holds" if a > b else "reversed")
+
+def orderings(rows: list[dict], which: str) -> list[tuple[str, str, str, str]]:
+    "(claim, column, verdict, numbers) for each pairwise claim of the paper on each synth column."
+    by = {r["model"]: r for r in rows}
+    if which == "t2":
+        chain = ["2D + 3D + CFAM", "2D + 3D", "3D", "2D"]
+        pairs = [(chain[i], chain[i + 1]) for i in range(3)]
+    else:
+        pairs = [("16-frames (d=1)", "8-frames (d=1)"), ("16-frames (d=2)", "8-frames (d=2)"),
+                 ("8-frames (d=1)", "8-frames (d=2)"), ("8-frames (d=2)", "8-frames (d=3)"), ("16-frames (d=1)", "16-frames (d=2)")]
+    out = []
+    for col in ("synth_jhmdb_fmap", "synth_ucf_fmap", "synth_jhmdb_vmap50", "synth_ucf_vmap50"):
+        for a, b in pairs:
+            x, y = by[a].get(col), by[b].get(col)
+            nums = "" if x is None or y is None else f"{x:.1f} vs {y:.1f}"
+            out.append((f"{a} > {b}", col, _compare(x, y), nums))
+    return out
+
+def ordering_notes(rows: list[dict], records: dict, which: str) -> str:
+    checks = [c for c in orderings(rows, which) if c[2] != "not measured"]
+    if not checks: return "Paper orderings: not checked (the CPU runs are not recorded)."
+    count = {v: sum(c[2] == v for c in checks) for v in ("holds", "tie", "reversed")}
+    lines = "; ".join(f"{claim} on {col[6:]}: {verdict} ({nums})" for claim, col, verdict, nums in checks)
+    return (f"Paper orderings on the synthetic sets (ties: |gap| < {TIE} point): {count['holds']} hold, {count['tie']} tie, "
+            f"{count['reversed']} reversed of {len(checks)}. {lines}.")
+
+# %% ../nbs/94_yowo_results.ipynb #e11841b3
 TABLE9_OTHERS = [("Saha et al.", 4, None, 36.4), ("ROAD (A)", 40, None, 40.9), ("ROAD (A+RTF)", 28, None, 41.9),
                  ("ROAD (A+AF)", 7, None, 46.3)]
 
@@ -203,8 +349,9 @@ def _table9_notes(record: dict) -> str:
                      f"(paper 62/34 = {62 / 34:.2f}); decode + NMS {r['16f']['postprocess_seconds_per_batch'] * 1000:.0f} ms per batch.")
     return " ".join(parts)
 
-# %% ../nbs/94_yowo_results.ipynb #a2d28e4d
+# %% ../nbs/94_yowo_results.ipynb #a0578d19
 @register_table("yowo")
 def yowo_tables(train: bool = False) -> list[Table]:
-    "YOWO's Tables 2, 4, 5 and 9."
+    "YOWO's Tables 2, 4, 5 and 9 (with `train`: retrain the CPU-scale runs of Tables 2 and 4 first)."
+    if train: train_cpu_runs()
     return [table2(), table4(), table5(), table9()]

@@ -124,14 +124,14 @@ def tube_targets(gt: dict, video: str, keys: list, frames: np.ndarray):
                 tubes[n, t] = np.clip(tube[row_of[int(f)], 1:5] / scale, 0, 1); valid[n, t] = True
     return tubes, valid
 
-# %% ../../nbs/15_datasets.ipynb #70a6bcf4
+# %% ../../nbs/15_datasets.ipynb #721925cc
 class TubeDataset(_ClipDataset):
     "J-HMDB-21 / UCF101-24 frames (real or synthetic) as samples of the shared format."
     def __init__(self, fmt: str, root, split: str, num_frames: int, stride: int, key: str = "center",
                  transform=None, skip_bad: bool = False, split_index: int = 1, frames: str = "annotated",
                  train_frame_stride: int = 1):
         super().__init__(num_frames, stride, key, transform, skip_bad)
-        self.fmt, self.root = fmt, Path(root)
+        self.fmt, self.root, self.frames = fmt, Path(root), frames     # frames: 'annotated' | 'all'
         self.gt = load_gt_pkl(self.root / GT_PKL[fmt])
         self.class_names, self.num_classes = self.gt["labels"], len(self.gt["labels"])
         self.skipped_rows = []

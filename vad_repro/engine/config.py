@@ -15,10 +15,10 @@ from .. import models
 from ..models import lookup
 
 # %% auto #0
-__all__ = ['WOO_RECIPE', 'ME_STAD_RECIPE', 'YOWO_RECIPE', 'CQ_RECIPE', 'RECIPES', 'TrainConfig', 'add_config', 'get_config',
-           'config_names', 'require_model', 'build_model', 'is_implemented']
+__all__ = ['WOO_RECIPE', 'ME_STAD_RECIPE', 'YOWO_RECIPE', 'CQ_RECIPE', 'RECIPES', 'YOWO_CPU_ANCHORS', 'YOWO_CPU', 'TrainConfig',
+           'add_config', 'get_config', 'config_names', 'require_model', 'build_model', 'is_implemented']
 
-# %% ../../nbs/81_config.ipynb #8f43ab09
+# %% ../../nbs/81_config.ipynb #36c492e3
 @dataclass(frozen=True)
 class TrainConfig:
     "Everything a training run needs; defaults are neutral, the paper presets fill them in."
@@ -33,6 +33,7 @@ class TrainConfig:
     synth_size: str = "small"             # synthetic benchmark size used when data_root is None
     train_split: str = "train"
     val_split: str = "val"
+    eval_frames: str = "annotated"        # J-HMDB/UCF evaluation frames: 'annotated', or 'all' (adds video-mAP)
     num_frames: int = 16                  # T
     stride: int = 1                       # τ, frames between sampled frames
     size: int = 224                       # input side (short side for the paper presets)
@@ -146,14 +147,15 @@ def _me_stad_rows():
     for fpn, mAP in [("res3_5_p3_5", 25.2), ("res2_4_p2_5", 26.0)]:
         add_config(f"me_stad_sfr50_fpn_{fpn}_ava22", f"me_stad_sfr50_fpn_{fpn}", "me_stad", f"Table 8, FPN {fpn}: {mAP}", **ava, **sf)
 
-# %% ../../nbs/81_config.ipynb #61732f83
+# %% ../../nbs/81_config.ipynb #ac1d9359
 _YOWO_DATA = {"ucf": dict(data_format="ucf", unit="epoch", max_steps=5),
               "jhmdb": dict(data_format="jhmdb", unit="epoch", max_steps=10, frozen=("backbone_3d",)),
               "ava": dict(data_format="ava", unit="epoch", max_steps=5)}
 
 def _yowo_add(name: str, model: str, row: str, data: str, frames: int, d: int):
     add_config(f"{name}_{data}", model, "yowo", row, **_YOWO_DATA[data], size=224, key="last", num_frames=frames, stride=d,
-               model_kwargs={"dataset": data})        # YOWO's anchors, AVA's split softmax/sigmoid classes
+               eval_frames="annotated" if data == "ava" else "all",     # every frame: frame-mAP and linked video-mAP
+               model_kwargs={"dataset": data, "conf_thresh": 0.005})  # YOWO's anchors, AVA's split classes; official eval threshold
 
 def _yowo_rows():
     paper = {"ucf": "UCF101-24", "jhmdb": "J-HMDB-21", "ava": "AVA"}
@@ -174,7 +176,27 @@ def _yowo_rows():
             row = f"Table 5, 3D {backbone}, {paper[data]}: {mAP}" + (" (= Tables 6–8, YOWO 16-frame)" if backbone == "resnext101" else "")
             _yowo_add(f"yowo_{backbone}_16f", f"yowo_{backbone}_16f", row, data, 16, 1)
 
-# %% ../../nbs/81_config.ipynb #6fbe3ef6
+# %% ../../nbs/81_config.ipynb #5cf556ad
+YOWO_CPU_ANCHORS = {   # k-means (1 − IoU) of the `small` synthetic training boxes, 5 anchors in cells of the 4 × 4 grid
+    "jhmdb": ((0.62, 1.44), (0.79, 1.86), (0.93, 1.19), (1.09, 1.49), (1.24, 1.83)),
+    "ucf": ((0.63, 1.41), (0.80, 1.92), (0.92, 1.21), (1.12, 1.50), (1.26, 1.83))}
+YOWO_CPU = dict(synth_size="small", size=128, key="last", eval_frames="all", batch_size=8, optimizer="adamw", lr=3e-3,
+                weight_decay=5e-4, schedule="cosine", unit="iter", max_steps=1000, warmup_iters=50, clip_grad_norm=10.0,
+                frozen=(), milestones=(), ckpt_every=250, eval_every=0, num_workers=0)
+
+def _yowo_cpu_rows():
+    for data in ("jhmdb", "ucf"):
+        kw = dict(YOWO_CPU, data_format=data, model_kwargs={"dataset": data, "conf_thresh": 0.005,
+                                                            "anchors": YOWO_CPU_ANCHORS[data]})
+        for variant in ("2d", "3d", "concat", "cfam"):
+            model = "yowo_tiny" if variant == "cfam" else f"yowo_{variant}_tiny"
+            add_config(f"yowo_cpu_t2_{variant}_8f_{data}", model, "yowo", f"Table 2 {variant}, CPU scale, synthetic {data}",
+                       num_frames=8, stride=1, **kw)
+        for frames, d in ((8, 2), (8, 3), (16, 1), (16, 2)):
+            add_config(f"yowo_cpu_t4_{frames}f_d{d}_{data}", "yowo_tiny", "yowo",
+                       f"Table 4 {frames} frames d={d}, CPU scale, synthetic {data}", num_frames=frames, stride=d, **kw)
+
+# %% ../../nbs/81_config.ipynb #74ca9631
 _CQ_ASSUMED = " [recipe assumed: not in the paper]"
 
 def _cq_rows():
@@ -198,7 +220,7 @@ def _cq_rows():
         add_config(f"cq_vitb_{variant}_ucf", f"cq_vitb_{variant}", "cq", f"Table {table[1]}, {variant}, UCF: {mAP_ucf}" + _CQ_ASSUMED,
                    data_format="ucf", num_frames=32, stride=1, size=256)
 
-# %% ../../nbs/81_config.ipynb #e38b19cb
+# %% ../../nbs/81_config.ipynb #b8354115
 _TINY = dict(synth_size="tiny", size=64, num_frames=8, stride=1, batch_size=4, max_steps=20, unit="iter",
              warmup_iters=0, schedule="constant", milestones=(), freeze_bn=True, ckpt_every=5, eval_every=0,
              num_workers=0, amp=False, ema_decay=None)
@@ -216,9 +238,9 @@ def _tiny_rows():
     add_config("me_stad_tiny", "me_stad_tiny", "me_stad", "ME-STAD, small backbone, tiny synthetic AVA", **{**_TINY, "lr": 0.01})
     add_config("cq_tiny", "cq_tiny", "cq", "CQ, small backbone, tiny synthetic UCF", **{**_TINY, "data_format": "ucf", "lr": 1e-4})
 
-for _rows in (_woo_rows, _me_stad_rows, _yowo_rows, _cq_rows, _tiny_rows): _rows()
+for _rows in (_woo_rows, _me_stad_rows, _yowo_rows, _yowo_cpu_rows, _cq_rows, _tiny_rows): _rows()
 
-# %% ../../nbs/81_config.ipynb #56833a80
+# %% ../../nbs/81_config.ipynb #f2a6a03e
 def require_model(cfg: TrainConfig) -> models.ModelSpec:
     "The registry entry of the config's model, or NotImplementedError naming model and config."
     try:
@@ -235,7 +257,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         kwargs["num_classes"] = num_classes
     return models.build(cfg.model, **kwargs)
 
-# %% ../../nbs/81_config.ipynb #dda7f7b3
+# %% ../../nbs/81_config.ipynb #e9613df5
 def is_implemented(cfg: TrainConfig) -> bool:
     "Whether the config's model is registered (without building it)."
     return cfg.model in models.names()

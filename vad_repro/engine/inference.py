@@ -52,43 +52,49 @@ def frame_rows(meta: dict, det: dict, video_index: int, min_score: float = 0.0) 
     out[:, 3], out[:, 4:] = det["scores"][box_i, cls].numpy(), boxes[box_i].numpy()
     return out
 
-# %% ../../nbs/85_inference.ipynb #3264ef32
+# %% ../../nbs/85_inference.ipynb #c75484f0
 def _chance(dets: list[dict], seed: int = 0) -> list[dict]:
     "The same boxes with uniform random per-class scores (the chance level of classification)."
     g = torch.Generator().manual_seed(seed)
     return [{**d, "scores": torch.rand(d["scores"].shape, generator=g)} for d in dets]
 
-def _score_ava(metas, dets, dataset, out_dir: Path, name: str) -> float:
+def _score_ava(metas, dets, dataset, out_dir: Path, name: str) -> dict:
     from vad_repro.evaluation import evaluate_ava, write_ava_csv
     files, action_ids = dataset.gt_files, list(dataset.action_ids)
     rows = [r for m, d in zip(metas, dets) for r in ava_rows(m, d, action_ids)]
     write_ava_csv(out_dir / name, rows)
-    return evaluate_ava(files["gt_csv"], out_dir / name, files["labelmap"], files.get("excluded"))["mAP"]
+    return {"mAP": evaluate_ava(files["gt_csv"], out_dir / name, files["labelmap"], files.get("excluded"))["mAP"]}
 
-def _score_frames(metas, dets, dataset, out_dir: Path, name: str) -> float:
-    from vad_repro.data import load_gt_pkl
-    from vad_repro.evaluation import frame_map
+def _score_frames(metas, dets, dataset, out_dir: Path, name: str) -> dict:
+    "frame-mAP on the annotated frames; with every frame of the videos (`frames='all'`) also video-mAP."
+    from vad_repro.data import annotated_frames, load_gt_pkl
+    from vad_repro.evaluation import frame_map, link_tubes, video_map
     gt, videos = load_gt_pkl(dataset.gt_files["gt_pkl"]), list(dataset.gt_files["videos"])
     index = {v: i for i, v in enumerate(videos)}
     rows = [frame_rows(m, d, index[m["video_id"]]) for m, d in zip(metas, dets)]
     rows = np.concatenate(rows) if rows else np.zeros((0, 8))
     np.save(out_dir / name, rows)
-    return frame_map(gt, rows, videos, iou=0.5)["mAP"]
+    annotated = {(index[v], f) for v in videos for f in annotated_frames(gt, v)}
+    on_annotated = np.array([(int(v), int(f)) in annotated for v, f in rows[:, :2]], bool).reshape(-1)
+    result = {"mAP": frame_map(gt, rows[on_annotated], videos, iou=0.5)["mAP"]}
+    if getattr(dataset, "frames", "annotated") == "all":
+        tubes = link_tubes(rows, videos, gt["nframes"], len(gt["labels"]), method="yowo")
+        result["video_mAP"] = {k: v["mAP"] for k, v in video_map(gt, tubes, videos).items()}
+    return result
 
 def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, device=None) -> dict:
-    "frame-mAP@0.5 of `model` on `dataset` by the dataset's protocol, and the chance level."
+    "frame-mAP@0.5 (and video-mAP where defined) of `model` on `dataset` by the dataset's protocol, and the chance level."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     device = device or next(model.parameters()).device
     metas, dets = zip(*predict(model, dataset, batch_size=cfg.batch_size, device=device)) if len(dataset) else ((), ())
     score = _score_ava if dataset.fmt == "ava" else _score_frames
     name = "detections.csv" if dataset.fmt == "ava" else "detections.npy"
-    result = {"mAP": score(metas, dets, dataset, out_dir, name),
-              "chance_mAP": score(metas, _chance(list(dets)), dataset, out_dir, "chance_" + name),
-              "num_detections": int(sum(len(d["boxes"]) for d in dets))}
+    ours, chance = score(metas, dets, dataset, out_dir, name), score(metas, _chance(list(dets)), dataset, out_dir, "chance_" + name)
+    result = {**ours, **{f"chance_{k}": v for k, v in chance.items()}, "num_detections": int(sum(len(d["boxes"]) for d in dets))}
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
-# %% ../../nbs/85_inference.ipynb #9aa7427b
+# %% ../../nbs/85_inference.ipynb #8002b663
 def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None, num_classes: int | None = None,
                device: str | None = None) -> tuple[nn.Module, dict]:
     "The config's model with a checkpoint's weights (its EMA weights when it has them), in eval mode."
@@ -114,7 +120,7 @@ def evaluate_run(run_dir: str | Path, device: str | None = None) -> dict:
     val_set = build_data(cfg, cfg.val_split, train=False)
     return {"checkpoint": str(ckpt), **evaluate_model(model, val_set, cfg, run_dir / "eval_final")}
 
-# %% ../../nbs/85_inference.ipynb #f7bff9c5
+# %% ../../nbs/85_inference.ipynb #300aa4fa
 class KeyFramePlan:
     "Key frames of a video and the frames each clip needs; which frames may leave the buffer."
     def __init__(self, n_frames: int, every: int, num_frames: int, stride: int, key: str):
@@ -134,7 +140,7 @@ class KeyFramePlan:
         "Frames before this index are needed by no pending clip (and their key frame is done)."
         return int(self.clips[self.next].min()) if self.next < len(self.keys) else 1 << 62
 
-# %% ../../nbs/85_inference.ipynb #0eefc97e
+# %% ../../nbs/85_inference.ipynb #7c93d5b0
 def clip_to_input(frames: np.ndarray, transform, num_classes: int) -> torch.Tensor:
     "uint8 (T, H, W, 3) frames -> (1, 3, T, H', W') model input, as the datasets make it (then the transform)."
     from vad_repro.data.datasets import clip_to_tensor
@@ -156,7 +162,7 @@ def draw(frame: np.ndarray, det: dict | None, class_names: list[str], top: int =
     img = draw_bounding_boxes(torch.from_numpy(frame).permute(2, 0, 1), boxes, labels=labels, colors="red", width=2)
     return img.permute(1, 2, 0).contiguous().numpy()
 
-# %% ../../nbs/85_inference.ipynb #3dd166d1
+# %% ../../nbs/85_inference.ipynb #98b7ad6a
 class VideoWriter:
     "H.264 mp4 writer, one RGB frame at a time (odd sizes cropped to even)."
     def __init__(self, path: str | Path, fps: float, width: int, height: int):
@@ -173,7 +179,7 @@ class VideoWriter:
         for packet in self.stream.encode(): self.container.mux(packet)
         self.container.close()
 
-# %% ../../nbs/85_inference.ipynb #400f6ef1
+# %% ../../nbs/85_inference.ipynb #53dbe653
 @torch.no_grad()
 def detect(video: str | Path, cfg: TrainConfig, out_dir: str | Path, checkpoint: str | Path | None = None,
            every: int | None = None, min_score: float = 0.05, annotate: bool = True, device: str | None = None) -> dict:
@@ -207,7 +213,7 @@ def detect(video: str | Path, cfg: TrainConfig, out_dir: str | Path, checkpoint:
     write_ava_csv(out_dir / "detections.csv", rows)
     return {"frames": i + 1, "key_frames": len(plan.keys), "rows": len(rows), "peak_buffered_frames": peak}
 
-# %% ../../nbs/85_inference.ipynb #72253b9f
+# %% ../../nbs/85_inference.ipynb #e45f313b
 def _detect_key(model, buffer: dict, plan: KeyFramePlan, pos: int, num_classes: int, transform, device) -> dict:
     frames = np.stack([buffer[j] for j in plan.clips[pos].tolist()])          # (T, H, W, 3)
     det = model({"clip": clip_to_input(frames, transform, num_classes).to(device)})[0]

@@ -204,7 +204,7 @@ def plot_losses(run_dir: str | Path) -> Path:
     fig.tight_layout(); fig.savefig(run_dir / "loss.png", dpi=100); plt.close(fig)
     return run_dir / "loss.png"
 
-# %% ../../nbs/82_trainer.ipynb #1bcacdf6
+# %% ../../nbs/82_trainer.ipynb #72d0c294
 def data_root(cfg: TrainConfig) -> Path:
     "The config's dataset root: `data_root`, or the synthetic benchmark (generated on first use)."
     if cfg.data_root: return Path(cfg.data_root)
@@ -223,10 +223,11 @@ def make_transform(cfg: TrainConfig, train: bool):
     return transforms.for_paper(preset, train=train, size=cfg.size)
 
 def build_data(cfg: TrainConfig, split: str, train: bool):
-    "The dataset of `split` with the config's clip sampling and transforms."
+    "The dataset of `split` with the config's clip sampling and transforms (J-HMDB/UCF evaluation: `eval_frames`)."
     from vad_repro.data.datasets import build_dataset
+    extra = {"frames": cfg.eval_frames} if cfg.data_format != "ava" and not train else {}
     return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
-                         key=cfg.key, transform=make_transform(cfg, train))
+                         key=cfg.key, transform=make_transform(cfg, train), **extra)
 
 def collate(items: list[dict]) -> dict:
     "`vad_repro.data.collate_detection` (imported lazily so the engine imports without the data band)."
