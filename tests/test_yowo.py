@@ -150,6 +150,7 @@ def test_train_cpu_runs_records_each_run_and_reports_failures(tmp_path):
     (r,) = train_cpu_runs(["yowo_tiny"], runs_dir=runs, out_dir=rec, jobs=1, extra=["--max-steps", "2"])
     assert (r["config"], r["model"], r["steps"], r["num_frames"]) == ("yowo_tiny", "yowo_tiny", 2, 8)
     assert 0.0 <= r["frame_mAP"] <= 1.0 and 0.0 <= r["chance_frame_mAP"] <= 1.0 and r["seconds"] > 0
+    assert 0.0 <= r["actor_AP"] <= 1.0                                         # class-agnostic AP, recorded too
     assert json.loads((rec / "yowo_tiny.json").read_text())["frame_mAP"] == r["frame_mAP"]
     assert cpu_records(rec)["yowo_tiny"]["curve"][-1]["step"] == 2 and (rec / "yowo_tiny_loss.png").exists()
     with pytest.raises(FileExistsError, match="yowo_tiny"):          # never overwrites a run

@@ -19,8 +19,8 @@ from .config import TrainConfig, build_model
 from .trainer import build_data, collate, eval_transform, to_device
 
 # %% auto #0
-__all__ = ['predict', 'ava_rows', 'frame_rows', 'evaluate_model', 'load_model', 'evaluate_run', 'KeyFramePlan', 'clip_to_input',
-           'draw', 'VideoWriter', 'detect']
+__all__ = ['predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'evaluate_model', 'load_model', 'evaluate_run',
+           'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
 
 # %% ../../nbs/85_inference.ipynb #11654f4e
 @torch.no_grad()
@@ -52,7 +52,7 @@ def frame_rows(meta: dict, det: dict, video_index: int, min_score: float = 0.0) 
     out[:, 3], out[:, 4:] = det["scores"][box_i, cls].numpy(), boxes[box_i].numpy()
     return out
 
-# %% ../../nbs/85_inference.ipynb #c75484f0
+# %% ../../nbs/85_inference.ipynb #03f30070
 def _chance(dets: list[dict], seed: int = 0) -> list[dict]:
     "The same boxes with uniform random per-class scores (the chance level of classification)."
     g = torch.Generator().manual_seed(seed)
@@ -65,22 +65,29 @@ def _score_ava(metas, dets, dataset, out_dir: Path, name: str) -> dict:
     write_ava_csv(out_dir / name, rows)
     return {"mAP": evaluate_ava(files["gt_csv"], out_dir / name, files["labelmap"], files.get("excluded"))["mAP"]}
 
+def score_frame_rows(rows: np.ndarray, gt: dict, videos: list[str], all_frames: bool) -> dict:
+    """J-HMDB/UCF scores of (N, 8) detection rows: frame-mAP@0.5 and actor AP on the annotated frames; with
+    detections on every frame of the videos (`all_frames`) also video-mAP of the linked tubes."""
+    from vad_repro.data import annotated_frames
+    from vad_repro.evaluation import actor_ap, frame_map, link_tubes, video_map
+    index = {v: i for i, v in enumerate(videos)}
+    annotated = {(index[v], f) for v in videos for f in annotated_frames(gt, v)}
+    on_annotated = np.array([(int(v), int(f)) in annotated for v, f in rows[:, :2]], bool).reshape(-1)
+    result = {"mAP": frame_map(gt, rows[on_annotated], videos, iou=0.5)["mAP"],
+              "actor_AP": actor_ap(gt, rows[on_annotated], videos, iou=0.5)}      # localization alone (diagnostic)
+    if all_frames:
+        tubes = link_tubes(rows, videos, gt["nframes"], len(gt["labels"]), method="yowo")
+        result["video_mAP"] = {k: v["mAP"] for k, v in video_map(gt, tubes, videos).items()}
+    return result
+
 def _score_frames(metas, dets, dataset, out_dir: Path, name: str) -> dict:
-    "frame-mAP on the annotated frames; with every frame of the videos (`frames='all'`) also video-mAP."
-    from vad_repro.data import annotated_frames, load_gt_pkl
-    from vad_repro.evaluation import frame_map, link_tubes, video_map
+    from vad_repro.data import load_gt_pkl
     gt, videos = load_gt_pkl(dataset.gt_files["gt_pkl"]), list(dataset.gt_files["videos"])
     index = {v: i for i, v in enumerate(videos)}
     rows = [frame_rows(m, d, index[m["video_id"]]) for m, d in zip(metas, dets)]
     rows = np.concatenate(rows) if rows else np.zeros((0, 8))
     np.save(out_dir / name, rows)
-    annotated = {(index[v], f) for v in videos for f in annotated_frames(gt, v)}
-    on_annotated = np.array([(int(v), int(f)) in annotated for v, f in rows[:, :2]], bool).reshape(-1)
-    result = {"mAP": frame_map(gt, rows[on_annotated], videos, iou=0.5)["mAP"]}
-    if getattr(dataset, "frames", "annotated") == "all":
-        tubes = link_tubes(rows, videos, gt["nframes"], len(gt["labels"]), method="yowo")
-        result["video_mAP"] = {k: v["mAP"] for k, v in video_map(gt, tubes, videos).items()}
-    return result
+    return score_frame_rows(rows, gt, videos, getattr(dataset, "frames", "annotated") == "all")
 
 def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, device=None) -> dict:
     "frame-mAP@0.5 (and video-mAP where defined) of `model` on `dataset` by the dataset's protocol, and the chance level."

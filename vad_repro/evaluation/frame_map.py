@@ -14,7 +14,7 @@ import numpy as np
 from .ava import average_precision, greedy_match, rank_order
 
 # %% auto #0
-__all__ = ['frame_ap', 'gt_frame_boxes', 'check_detections', 'frame_map', 'read_voc_folder', 'voc_folder_map']
+__all__ = ['frame_ap', 'gt_frame_boxes', 'check_detections', 'frame_map', 'actor_ap', 'read_voc_folder', 'voc_folder_map']
 
 # %% ../../nbs/21_frame_map.ipynb #84f6bad4
 def frame_ap(det_image, det_class, det_score, det_boxes, gt_image, gt_class, gt_boxes, num_classes: int,
@@ -78,7 +78,22 @@ def frame_map(gt: dict, dets, videos: list[str], iou: float = 0.5) -> dict:
     return dict(mAP=float(np.mean(valid)) if valid else math.nan, per_class=dict(zip(labels, ap)),
                 num_gt=dict(zip(labels, num_gt.tolist())), num_detections=len(dets))
 
-# %% ../../nbs/21_frame_map.ipynb #c05c20e3
+# %% ../../nbs/21_frame_map.ipynb #570c4043
+def actor_ap(gt: dict, dets, videos: list[str], iou: float = 0.5) -> float:
+    "Class-agnostic frame AP of `dets` (N, 8): each box once, at its best class score; each GT box once."
+    dets = check_detections(dets, len(videos), len(gt["labels"]))
+    gv, gf, _, gb = gt_frame_boxes(gt, videos)
+    g = np.unique(np.column_stack([gv, gf, gb]), axis=0)                       # one GT box per place
+    order = np.argsort(-dets[:, 3], kind="stable")                             # best score first
+    _, first = np.unique(dets[order][:, [0, 1, 4, 5, 6, 7]], axis=0, return_index=True)
+    d = dets[order][first]                                                     # one row per detected box
+    max_frame = int(max(g[:, 1].max(initial=0), d[:, 1].max(initial=0))) + 1
+    ap, _ = frame_ap(d[:, 0].astype(np.int64) * max_frame + d[:, 1].astype(np.int64), np.zeros(len(d), np.int64), d[:, 3],
+                     d[:, 4:8], g[:, 0].astype(np.int64) * max_frame + g[:, 1].astype(np.int64), np.zeros(len(g), np.int64),
+                     g[:, 2:6], 1, iou)
+    return 0.0 if math.isnan(ap[0]) else float(ap[0])
+
+# %% ../../nbs/21_frame_map.ipynb #47e7e3fb
 def read_voc_folder(folder, detections: bool) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     "(image names, class names, scores, boxes (N, 4)) of a folder of per-frame `.txt` files."
     images, classes, scores, boxes = [], [], [], []
@@ -96,7 +111,7 @@ def read_voc_folder(folder, detections: bool) -> tuple[list[str], list[str], np.
             scores.append(values[0] if detections else 1.0); boxes.append(values[-4:])
     return images, classes, np.array(scores, np.float64), np.array(boxes, np.float64).reshape(-1, 4)
 
-# %% ../../nbs/21_frame_map.ipynb #6a5a5383
+# %% ../../nbs/21_frame_map.ipynb #d2e39810
 def voc_folder_map(gt_dir, det_dir, iou: float = 0.5) -> dict:
     "Frame-mAP of `pascalvoc.py`'s folders (absolute xyxy pixels); classes with ground truth enter the mean."
     gi, gc, _, gb = read_voc_folder(gt_dir, detections=False)
