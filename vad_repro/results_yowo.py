@@ -188,15 +188,13 @@ def synth_anchors(fmt: str, size: str = "small", grid: int = 4, k: int = 5) -> t
                 wh.append(np.stack([(t[:, 3] - t[:, 1]) / W, (t[:, 4] - t[:, 2]) / H], 1))   # (L, 2) normalized
     return kmeans_anchors(torch.tensor(np.concatenate(wh), dtype=torch.float32), k, grid)
 
-# %% ../nbs/94_yowo_results.ipynb #45a25a37
+# %% ../nbs/94_yowo_results.ipynb #191a1000
 def rescore_run(run_dir: str | Path, step: int) -> dict:
     "J-HMDB/UCF frame scores (no linking) of the detections a run saved when it evaluated at `step`."
     from vad_repro.data import load_gt_pkl
-    from vad_repro.engine.config import TrainConfig
-    from vad_repro.engine.inference import score_frame_rows
+    from vad_repro.engine.inference import run_config, score_frame_rows
     from vad_repro.engine.trainer import build_data
-    run_dir = Path(run_dir)
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads((run_dir / "config.json").read_text()).items()})
+    run_dir, cfg = Path(run_dir), run_config(run_dir)
     files = build_data(cfg, cfg.val_split, train=False).gt_files
     rows = np.load(run_dir / "eval" / f"step_{step:08d}" / "detections.npy")
     return score_frame_rows(rows, load_gt_pkl(files["gt_pkl"]), list(files["videos"]), all_frames=False)

@@ -19,7 +19,7 @@ from .config import TrainConfig, build_model
 from .trainer import build_data, collate, eval_transform, to_device
 
 # %% auto #0
-__all__ = ['predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'evaluate_model', 'load_model', 'evaluate_run',
+__all__ = ['predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'evaluate_model', 'load_model', 'run_config', 'evaluate_run',
            'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
 
 # %% ../../nbs/85_inference.ipynb #11654f4e
@@ -101,7 +101,7 @@ def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | P
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
-# %% ../../nbs/85_inference.ipynb #8002b663
+# %% ../../nbs/85_inference.ipynb #56d0efeb
 def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None, num_classes: int | None = None,
                device: str | None = None) -> tuple[nn.Module, dict]:
     "The config's model with a checkpoint's weights (its EMA weights when it has them), in eval mode."
@@ -116,11 +116,14 @@ def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None, num_class
     info = {"num_classes": num_classes, "class_names": ck.get("class_names"), "action_ids": ck.get("action_ids")}
     return model.to(device).eval(), info
 
+def run_config(run_dir: str | Path) -> TrainConfig:
+    "The config a run was trained with (`RUN/config.json`; JSON lists back to tuples)."
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                          for k, v in json.loads((Path(run_dir) / "config.json").read_text()).items()})
+
 def evaluate_run(run_dir: str | Path, device: str | None = None) -> dict:
     "Evaluate a run's newest checkpoint on its config's validation split; writes RUN/eval_final/result.json."
-    run_dir = Path(run_dir)
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in json.loads((run_dir / "config.json").read_text()).items()})
+    run_dir, cfg = Path(run_dir), run_config(run_dir)
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     if ckpt is None: raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
     model, _ = load_model(cfg, ckpt, device=device)
