@@ -169,24 +169,20 @@ MAP_COLUMNS = ["model", "registry_name", "ucf_fmap_paper", "ucf_fmap_ours", "jhm
                "jhmdb_vmap50_ours", "cpu_configs", "synth_ucf_fmap", "synth_ucf_vmap50", "synth_ucf_actor_ap",
                "synth_jhmdb_fmap", "synth_jhmdb_vmap50", "synth_jhmdb_actor_ap", "data", "hardware"]
 
-# %% ../nbs/94_yowo_results.ipynb #d90c1095
+# %% ../nbs/94_yowo_results.ipynb #61f4d4f3
 def synth_anchors(fmt: str, size: str = "small", grid: int = 4, k: int = 5) -> tuple[torch.Tensor, float]:
     "k-means anchors (grid cells) of the training boxes of a synthetic J-HMDB/UCF set, and their mean IoU."
-    import numpy as np
     from vad_repro.data import load_gt_pkl, synth
     from vad_repro.data.datasets import GT_PKL
     from vad_repro.data.ucf_jhmdb import split_videos
+    from vad_repro.evaluation.frame_map import gt_frame_boxes
     from vad_repro.yowo.loss import kmeans_anchors
-    root = synth.ensure(fmt, size, seed=0)
-    gt = load_gt_pkl(root / GT_PKL[fmt])
-    wh = []
-    for video in split_videos(gt, "train", 1):
-        H, W = gt["resolution"][video]
-        for tubes in gt["gttubes"][video].values():
-            for t in tubes:
-                t = np.asarray(t, np.float64)
-                wh.append(np.stack([(t[:, 3] - t[:, 1]) / W, (t[:, 4] - t[:, 2]) / H], 1))   # (L, 2) normalized
-    return kmeans_anchors(torch.tensor(np.concatenate(wh), dtype=torch.float32), k, grid)
+    gt = load_gt_pkl(synth.ensure(fmt, size, seed=0) / GT_PKL[fmt])
+    videos = split_videos(gt, "train", 1)
+    index, _, _, boxes = gt_frame_boxes(gt, videos)                        # every annotated box, pixels
+    hw = np.array([gt["resolution"][v] for v in videos], np.float64)[index]  # (N, 2) its frame's (H, W)
+    wh = (boxes[:, 2:] - boxes[:, :2]) / hw[:, ::-1]                         # (N, 2) normalized w, h
+    return kmeans_anchors(torch.tensor(wh, dtype=torch.float32), k, grid)
 
 # %% ../nbs/94_yowo_results.ipynb #191a1000
 def rescore_run(run_dir: str | Path, step: int) -> dict:
