@@ -17,7 +17,7 @@ from vad_repro.boxes import (InvalidBoxError, box_area, box_cxcywh_to_xyxy, box_
                              box_iou_pairwise, box_is_valid, box_xyxy_to_cxcywh, check_boxes, clip_boxes,
                              crop_boxes, denormalize_boxes, generalized_box_iou,
                              generalized_box_iou_pairwise, hflip_boxes, normalize_boxes, resize_boxes)
-from vad_repro.losses import (SetCriterion, giou_loss, l1_box_loss, sigmoid_focal_loss,
+from vad_repro.losses import (SetCriterion, weighted_sum, giou_loss, l1_box_loss, sigmoid_focal_loss,
                               softmax_focal_loss)
 from vad_repro.matching import (HungarianMatcher, batched_hungarian_match, hungarian_match,
                                 hungarian_match_with_background)
@@ -247,7 +247,7 @@ def test_set_criterion_empty_and_perfect(class_loss, class_cost):
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}] * B
     L = crit({"pred_logits": logits, "pred_boxes": boxes}, empty)
     assert L["loss_bbox"].item() == 0 and L["loss_giou"].item() == 0 and L["loss_class"].item() > 0
-    L["loss"].backward()
+    weighted_sum(L, crit.weight_dict()).backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     # targets equal to two of the predicted boxes, uninformative logits: the box losses vanish
     targets = [{"boxes": boxes[b, [2, 0]], "labels": torch.tensor([0, 2])} for b in range(B)]

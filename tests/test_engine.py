@@ -1,10 +1,13 @@
-"""The engine's reliability tests (issue 5), run through the real command line on a `*_tiny` config:
+"""The engine's reliability tests (issues 5 and 18), run through the real command line on a `*_tiny` config:
 
 - kill -9 during training, then `--resume`: the losses after the resume are bit-identical on CPU;
 - 2 processes (torchrun, gloo, CPU) with the same global batch log the same loss as 1 process,
   within 1e-4 relative, for 8 steps;
 - a NaN/inf loss stops training naming the step and the loss term, and the last good
-  checkpoint stays intact.
+  checkpoint stays intact;
+- SIGTERM checkpoints at the next step boundary, stops the DataLoader workers and exits 143, and
+  `--resume` continues bit-identically;
+- the loss contract (unweighted terms + `loss_weights`) gives the totals recorded before it.
 """
 from __future__ import annotations
 
@@ -122,3 +125,66 @@ def test_evaluate_run_and_detect(tmp_path, env):
                          env=env, capture_output=True, text=True, timeout=300)
     assert det.returncode == 0, det.stderr[-3000:]
     assert (out / "detections.csv").exists() and (out / "annotated.mp4").stat().st_size > 0
+
+
+def child_pids(pid: int) -> list[int]:
+    "PIDs of the live (non-zombie) child processes of `pid`, from /proc."
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try: fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError: continue
+        if int(fields[1]) == pid and fields[0] != "Z": children.append(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    try: state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError: return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process tables from /proc")
+def test_sigterm_checkpoints_stops_workers_and_resumes_exactly(tmp_path, env):
+    "SIGTERM mid-run (as a scheduler sends it): a checkpoint at the next step boundary, no worker left, status 143."
+    args = ("--max-steps", "30", "--ckpt-every", "100", "--seed", "0", "--set", "num_workers=2")
+    full = subprocess.run(train_cmd(tmp_path / "full", *args), env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-3000:]
+    run = tmp_path / "stopped"
+    proc = subprocess.Popen(train_cmd(run, *args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.time() + 300, []
+    while time.time() < deadline and proc.poll() is None:
+        workers = child_pids(proc.pid)
+        if (run / "metrics.jsonl").exists() and len(losses(run)) >= 8 and len(workers) == 2: break
+        time.sleep(0.01)
+    assert len(workers) == 2, f"expected 2 DataLoader workers, saw {workers}"
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    m = re.search(r"interrupted by SIGTERM after step (\d+); checkpoint (\S+) written: continue with --resume", stderr)
+    assert m, stderr[-3000:]
+    step = int(m.group(1))
+    assert 8 <= step < 30 and Path(m.group(2)).name == f"step_{step:08d}.pt" and Path(m.group(2)).exists()
+    assert [r["step"] for r in losses(run)] == list(range(1, step + 1))   # nothing logged past the checkpoint
+    assert not [p for p in workers if alive(p)], "DataLoader workers outlived the trainer"
+    resumed = subprocess.run(train_cmd(run, *args, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {run / 'checkpoints' / f'step_{step:08d}.pt'}" in resumed.stderr
+    for ra, rb in zip(losses(tmp_path / "full"), losses(run), strict=True):
+        assert ra == rb, f"step {ra['step']}: {ra} != {rb}"          # bit for bit, as if never stopped
+
+
+def test_loss_totals_unchanged_by_the_loss_contract(tmp_path, env):
+    "The minimal detector and YOWO moved to unweighted terms + loss_weights: the same totals as recorded before."
+    before = json.loads((Path(__file__).parent / "fixtures" / "loss_totals_before_contract.json").read_text())
+    for config in ("minimal_tiny", "yowo_tiny"):
+        cmd = [sys.executable, "-m", "vad_repro.cli", "train", "--config", config, "--out", str(tmp_path / config),
+               "--no-eval", "--max-steps", "4", "--seed", "0", "--ckpt-every", "4"]
+        res = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        records = losses(tmp_path / config)
+        for r, total, norm in zip(records, before[config]["loss"], before[config]["grad_norm"], strict=True):
+            assert math.isclose(r["loss"], total, rel_tol=1e-5), (config, r["step"], r["loss"], total)
+            assert math.isclose(r["grad_norm"], norm, rel_tol=1e-4), (config, r["step"], r["grad_norm"], norm)
+        terms = [k for k in r if k.startswith("loss_")]
+        assert terms and all(f"weighted_{k}" in r for k in terms)     # every term logged unweighted and weighted
+        assert math.isclose(sum(v for k, v in r.items() if k.startswith("weighted_")), r["loss"], rel_tol=1e-9)

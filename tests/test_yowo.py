@@ -13,6 +13,7 @@ from vad_repro.backbones.darknet import Darknet, load_darknet_weights, save_dark
 from vad_repro.backbones.efficient3d import load_kinetics_checkpoint, shufflenet_v2
 from vad_repro.yowo import YOWO, YOWODetector
 from vad_repro.yowo.cfam import CFAM, ChannelAttention
+from vad_repro.losses import weighted_sum
 from vad_repro.yowo.loss import RegionLossConfig, decode_detections, region_loss
 from vad_repro.yowo.model import YOWOConfig, official_to_ours
 
@@ -66,10 +67,12 @@ def test_region_loss_hand_case():
     cfg = RegionLossConfig(num_classes=2, anchors=((1., 1.), (2., 2.)))
     L = region_loss(torch.zeros(1, 14, 2, 2), [torch.tensor([[0.55, 0.05, 1.05, 0.55]])], [torch.tensor([[0., 1.]])], cfg)
     iou = 0.81 / 1.19
-    assert math.isclose(L["loss_x"].item(), 0.0025, rel_tol=1e-5) and math.isclose(L["loss_y"].item(), 0.0025, rel_tol=1e-5)
+    assert math.isclose(L["loss_x"].item(), 0.005, rel_tol=1e-5) and math.isclose(L["loss_y"].item(), 0.005, rel_tol=1e-5)
     assert abs(L["loss_w"].item()) < 1e-9 and abs(L["loss_h"].item()) < 1e-9
-    assert math.isclose(L["loss_conf"].item(), 0.5 * (7 * 0.25 + 5 * (0.5 - iou) ** 2), rel_tol=1e-5)
+    assert math.isclose(L["loss_conf"].item(), 7 * 0.25 + 5 * (0.5 - iou) ** 2, rel_tol=1e-5)
     assert math.isclose(L["loss_cls"].item(), 0.25 * math.log(2), rel_tol=1e-5)
+    total = weighted_sum(L, cfg.loss_weights)       # eq. 11: λ = ½ on every detection term, 1 on the class term
+    assert math.isclose(total.item(), 0.5 * (2 * 0.005 + 7 * 0.25 + 5 * (0.5 - iou) ** 2) + 0.25 * math.log(2), rel_tol=1e-5)
 
 
 def test_decode_keeps_confident_box_and_suppresses_duplicate():
@@ -129,7 +132,7 @@ def test_tiny_trains_one_step():
     batch = {"clip": torch.randn(2, 3, 8, 64, 64), "boxes": [torch.tensor([[0.1, 0.1, 0.6, 0.9]]), torch.zeros(0, 4)],
              "labels": [torch.tensor([[0., 0., 1.]]), torch.zeros(0, 3)], "meta": [{}, {}]}
     losses = det.train()(batch)
-    sum(losses.values()).backward()
+    weighted_sum(losses, det.loss_weights).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     dets = det.eval()(batch)
     assert len(dets) == 2 and all(d["scores"].shape[1:] == (3,) for d in dets)

@@ -14,7 +14,7 @@ from .matching import HungarianMatcher, labels_to_multi_hot
 
 # %% auto #0
 __all__ = ['reduce_loss', 'sigmoid_focal_loss', 'softmax_focal_loss', 'l1_box_loss', 'smooth_l1_box_loss', 'giou_loss',
-           'detection_targets', 'matched_indices', 'SetCriterion']
+           'weighted_sum', 'detection_targets', 'matched_indices', 'SetCriterion']
 
 # %% ../nbs/03_losses.ipynb #9d31f088
 def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
@@ -61,6 +61,12 @@ def giou_loss(pred: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     return reduce_loss(1 - generalized_box_iou_pairwise(pred, target), reduction)
 
 # %% ../nbs/03_losses.ipynb #82bdd9c8
+def weighted_sum(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    "Σ_k λ_k · L_k over the named unweighted terms, in name order; a term without a weight is an error."
+    missing = sorted(set(terms) - set(weights))
+    if missing: raise KeyError(f"loss terms without a weight: {missing} (weights given: {sorted(weights)})")
+    return sum(weights[name] * terms[name] for name in sorted(terms))
+
 def detection_targets(batch: dict) -> list[dict]:
     "A collated batch -> the per-clip target dicts the matcher and `SetCriterion` take."
     return [{"boxes": boxes, "labels": labels} for boxes, labels in zip(batch["boxes"], batch["labels"])]
@@ -93,13 +99,16 @@ class SetCriterion(nn.Module):
         if num_boxes is None: num_boxes = float(sum(len(t["boxes"]) for t in targets))
         num_boxes = max(num_boxes, 1.0)
         stages = [("", outputs, matches)] + [(f"_{i}", aux, None) for i, aux in enumerate(outputs.get("aux_outputs", []))]
-        losses, total = {}, 0.0
+        losses = {}
         for suffix, stage, stage_matches in stages:
             for name, value in self.stage_losses(stage, targets, num_boxes, stage_matches).items():
                 losses[name + suffix] = value
-                total = total + self.weights[name] * value
-        losses["loss"] = total
         return losses
+
+    def weight_dict(self, num_aux: int = 0) -> dict[str, float]:
+        "λ of every term `forward` returns for predictions with `num_aux` intermediate stages (suffixes _0, _1, …)."
+        suffixes = [""] + [f"_{i}" for i in range(num_aux)]
+        return {name + suffix: w for suffix in suffixes for name, w in self.weights.items()}
 
     def stage_losses(self, outputs: dict, targets: list[dict], num_boxes: float, matches=None) -> dict:
         "The three terms of Eq. (2) for one set of predictions (matched here unless `matches` is given)."

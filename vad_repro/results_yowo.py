@@ -211,7 +211,8 @@ def record_run(run_dir: str | Path, seconds: float, out_dir: str | Path = CPU_RU
            "batch_size": cfg["batch_size"], "seconds": round(seconds, 1), "hardware": hardware(), "torch": torch.__version__,
            "frame_mAP": last["mAP"], "actor_AP": last.get("actor_AP"), "video_mAP": last.get("video_mAP"),
            "chance_frame_mAP": last["chance_mAP"],
-           "chance_video_mAP": last.get("chance_video_mAP"), "curve": evals}
+           "chance_video_mAP": last.get("chance_video_mAP"), "recipe": cfg.get("recipe_source"),
+           "initialised_from": cfg.get("initialised_from", []), "curve": evals}
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out / f"{cfg['name']}.json").write_text(json.dumps(rec, indent=1))
     if (run_dir / "loss.png").exists(): shutil.copyfile(run_dir / "loss.png", out / f"{cfg['name']}_loss.png")

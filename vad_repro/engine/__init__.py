@@ -7,12 +7,15 @@ __all__ = []
 
 # %% ../../nbs/87_engine_api.ipynb #54c395b3
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import TrainConfig, build_model, config_names, get_config
+from .config import Span, TrainConfig, build_model, config_names, epochs, get_config, iters
 from .detector import MinimalDetector, check_detections, check_losses
 from .distributed import GlobalBatchSampler, init_distributed
 from .inference import detect, evaluate_model, evaluate_run
-from .trainer import NonFiniteLossError, Trainer, lr_factor
+from .pretrained import InitError, check_initialisation, initialise
+from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted, lr_curve, lr_factor
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "TrainConfig", "build_model", "config_names",
-           "get_config", "MinimalDetector", "check_detections", "check_losses", "GlobalBatchSampler",
-           "init_distributed", "detect", "evaluate_model", "evaluate_run", "NonFiniteLossError", "Trainer", "lr_factor"]
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "Span", "TrainConfig", "build_model",
+           "config_names", "epochs", "get_config", "iters", "MinimalDetector", "check_detections", "check_losses",
+           "GlobalBatchSampler", "init_distributed", "detect", "evaluate_model", "evaluate_run", "InitError",
+           "check_initialisation", "initialise", "NonFiniteLossError", "Trainer", "TrainingInterrupted", "lr_curve",
+           "lr_factor"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import os
 import sys
 
-from .config import TrainConfig, config_names, get_config, is_implemented, require_model
+from .config import TrainConfig, config_names, get_config, is_implemented, iters, require_model
 
 # %% auto #0
 __all__ = ['parse_value', 'apply_overrides', 'train_parser', 'config_from_args', 'list_configs', 'train_main', 'detect_parser',
@@ -49,16 +50,27 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-eval", action="store_true", help="skip evaluation (also at the end)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    p.add_argument("--init", action="append", default=[], metavar="PART=[LAYOUT:]FILE",
+                   help="load pretrained weights into a part of the model (backbone, backbone_3d, ..., model)")
+    p.add_argument("--weights-dir", default=os.environ.get("VAD_REPRO_WEIGHTS"),
+                   help="directory holding the pretrained files under their official names (default: $VAD_REPRO_WEIGHTS)")
+    p.add_argument("--random-init", action="store_true", help="allow a real-data run to start from random weights")
+    p.add_argument("--recipe", help="the config's alternative recipe to use (e.g. 'paper' for YOWO)")
     return p
 
 def config_from_args(args) -> TrainConfig:
     "The named config with the command line's overrides."
+    from vad_repro.engine.pretrained import parse_init, with_weights_dir
     cfg = get_config(args.config)
+    if args.recipe: cfg = cfg.with_recipe(args.recipe)
     flags = {"data_root": args.data, "ckpt_every": args.ckpt_every, "eval_every": args.eval_every,
              "batch_size": args.batch_size, "seed": args.seed}
     cfg = cfg.replace(**{k: v for k, v in flags.items() if v is not None})
-    if args.max_steps is not None: cfg = cfg.replace(max_steps=args.max_steps, unit="iter", milestones=())
-    return apply_overrides(cfg, args.set)
+    if args.max_steps is not None: cfg = cfg.replace(train_length=iters(args.max_steps), milestones=())
+    cfg = apply_overrides(cfg, args.set)
+    if args.init: cfg = cfg.replace(init={**cfg.init, **dict(parse_init(text) for text in args.init)})
+    if args.random_init: cfg = cfg.replace(random_init=True)
+    return with_weights_dir(cfg, args.weights_dir)
 
 # %% ../../nbs/86_engine_cli.ipynb #cc4000f9
 def list_configs() -> str:
@@ -75,17 +87,21 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.list: print(list_configs()); return 0
     if not args.config or not args.out:
         print("vad-repro train: --config and --out are required (or --list)", file=sys.stderr); return 2
-    from vad_repro.engine.trainer import NonFiniteLossError, Trainer, build_data
+    from vad_repro.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, build_data
     from vad_repro.engine.distributed import shutdown_distributed
+    from vad_repro.engine.pretrained import check_initialisation
     try:
         cfg = config_from_args(args)
         require_model(cfg)
+        check_initialisation(cfg, args.weights_dir)             # before any data is read
         val_set = None if args.no_eval else build_data(cfg, cfg.val_split, train=False)
         result = Trainer(cfg, args.out, val_set=val_set, device=args.device, resume=args.resume).fit()
     except (KeyError, ValueError, NotImplementedError) as e:
         print(f"vad-repro train: {e.args[0] if e.args else e}", file=sys.stderr); return 2
     except NonFiniteLossError as e:
         print(f"vad-repro train: {e}", file=sys.stderr); return 3
+    except TrainingInterrupted as e:
+        print(f"vad-repro train: {e}", file=sys.stderr); return e.exit_status
     finally:
         shutdown_distributed()
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if not isinstance(v, dict)))

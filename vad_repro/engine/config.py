@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -15,8 +16,48 @@ from .. import models
 from ..models import lookup
 
 # %% auto #0
-__all__ = ['WOO_RECIPE', 'ME_STAD_RECIPE', 'YOWO_RECIPE', 'CQ_RECIPE', 'RECIPES', 'YOWO_CPU_ANCHORS', 'YOWO_CPU', 'TrainConfig',
-           'add_config', 'get_config', 'config_names', 'require_model', 'build_model', 'is_implemented']
+__all__ = ['SPAN_UNITS', 'WOO_RECIPE', 'ME_STAD_RECIPE', 'YOWO_RECIPE', 'CQ_RECIPE', 'RECIPES', 'PRETRAINED', 'YOWO_CPU_ANCHORS',
+           'YOWO_CPU', 'Span', 'iters', 'epochs', 'as_span', 'TrainConfig', 'weights', 'add_config', 'get_config',
+           'config_names', 'require_model', 'build_model', 'is_implemented']
+
+# %% ../../nbs/81_config.ipynb #5e2b7a02
+SPAN_UNITS = ("iter", "epoch")
+_SPAN_TEXT = re.compile(r"^\s*([0-9.eE+_-]+)\s*(iter|iters|iteration|iterations|it|epoch|epochs|ep)\s*$")
+
+@dataclass(frozen=True)
+class Span:
+    "A training length or milestone with its unit: `Span(12, 'epoch')`, `Span(30_000, 'iter')`."
+    value: float                          # how many
+    unit: str                             # 'iter' | 'epoch'
+
+    def __post_init__(self):
+        if self.unit not in SPAN_UNITS: raise ValueError(f"Span unit must be one of {SPAN_UNITS}, got {self.unit!r}")
+        if not self.value >= 0: raise ValueError(f"Span value must be >= 0, got {self.value!r}")
+
+    def iters(self, steps_per_epoch: int) -> int:
+        "This span in optimizer steps, given the global batches per epoch."
+        return round(self.value * (steps_per_epoch if self.unit == "epoch" else 1))
+
+    def __str__(self) -> str:
+        value = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{value} {self.unit}{'s' if value != 1 else ''}"
+
+def iters(n: float) -> Span:
+    "`n` optimizer steps."
+    return Span(n, "iter")
+
+def epochs(n: float) -> Span:
+    "`n` passes over the training set."
+    return Span(n, "epoch")
+
+def as_span(x) -> Span:
+    "A Span from a Span, '12 epochs' / '500 iters', [12, 'epoch'] or {'value', 'unit'}; a bare number is an error."
+    if isinstance(x, Span): return x
+    if isinstance(x, dict): return Span(x["value"], x["unit"])
+    if isinstance(x, (list, tuple)) and len(x) == 2 and isinstance(x[1], str): return Span(x[0], x[1])
+    if isinstance(x, str) and (m := _SPAN_TEXT.match(x)):
+        return Span(float(m[1].replace("_", "")), "epoch" if m[2].startswith("ep") else "iter")
+    raise ValueError(f"{x!r} has no unit: write iters(N) / epochs(N), or 'N iters' / 'N epochs'")
 
 # %% ../../nbs/81_config.ipynb #36c492e3
 @dataclass(frozen=True)
@@ -39,6 +80,10 @@ class TrainConfig:
     size: int = 224                       # input side (short side for the paper presets)
     key: str = "center"                   # key frame position in the clip: 'center' | 'last'
     transforms: str | None = None         # transforms preset (paper name); None: `paper`; 'none': no transform
+    # initial weights
+    pretrained: dict = field(default_factory=dict)  # part -> {'from', 'file', 'layout'}: what the paper starts it from
+    init: dict = field(default_factory=dict)        # part -> checkpoint file to load (`--init PART=FILE`)
+    random_init: bool = False             # True: a real-data run may start from random weights (`--random-init`)
     # optimization
     optimizer: str = "sgd"                # 'sgd' | 'adamw'
     lr: float = 0.01                      # base learning rate at the global batch size
@@ -46,10 +91,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     backbone_lr_mult: float = 1.0         # lr multiplier of parameters named 'backbone*'
     schedule: str = "constant"            # 'constant' | 'multistep' | 'cosine'
-    milestones: tuple = ()                # multistep decay points, in `unit`
+    train_length: Span = iters(1000)      # how long to train, with its unit
+    milestones: tuple = ()                # multistep decay points, each a Span
     gamma: float = 0.1                    # multistep decay factor
-    unit: str = "iter"                    # unit of max_steps/milestones: 'iter' | 'epoch'
-    max_steps: float = 1000               # length of training, in `unit`
     warmup_iters: int = 0                 # linear warm-up length (always iterations)
     warmup_factor: float = 1e-3           # lr factor at iteration 0 of the warm-up
     batch_size: int = 8                   # global batch (all processes together)
@@ -57,7 +101,9 @@ class TrainConfig:
     amp: bool = True                      # bf16 autocast on CUDA (ignored on CPU)
     ema_decay: float | None = None        # EMA of weights (mean teacher); None: off
     freeze_bn: bool = False               # BatchNorm in eval mode while training (stats frozen)
-    frozen: tuple = ()                    # parameter-name prefixes kept fixed (YOWO J-HMDB: 3D branch)
+    frozen: tuple = ()                    # parameter-name prefixes kept fixed (YOWO J-HMDB: its branches)
+    recipe_source: str = "paper"          # whose recipe the fields above are: 'paper' | 'official' | 'ours'
+    recipe_alternatives: dict = field(default_factory=dict)  # other recipes: name -> field changes (`--recipe NAME`)
     # bookkeeping
     eval_every: int = 0                   # evaluate every N steps (0: only at the end)
     ckpt_every: int = 500                 # checkpoint every N steps
@@ -65,21 +111,67 @@ class TrainConfig:
     num_workers: int = 2                  # DataLoader workers per process
     seed: int = 0
 
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)   # frozen: normalise once, here
+        set_("train_length", as_span(self.train_length))
+        set_("milestones", tuple(as_span(m) for m in self.milestones))
+        set_("frozen", tuple(self.frozen))
+
     def replace(self, **changes) -> "TrainConfig":
         "A copy with `changes` applied (unknown field names are an error)."
         return dataclasses.replace(self, **changes)
 
+    def with_recipe(self, name: str) -> "TrainConfig":
+        "The config under its alternative recipe `name` (e.g. YOWO's 'paper' schedule instead of the official one)."
+        if name == self.recipe_source: return self
+        alternatives = ", ".join(repr(n) for n in [self.recipe_source, *self.recipe_alternatives])
+        if name not in self.recipe_alternatives:
+            raise KeyError(f"config {self.name!r} has no recipe {name!r}; it has {alternatives}")
+        current = {k: getattr(self, k) for k in self.recipe_alternatives[name]}
+        others = {n: ch for n, ch in self.recipe_alternatives.items() if n != name}
+        return self.replace(**self.recipe_alternatives[name], recipe_source=name,
+                            recipe_alternatives={**others, self.recipe_source: current})
+
 # %% ../../nbs/81_config.ipynb #ac181849
 WOO_RECIPE = dict(optimizer="adamw", lr=2.5e-5, weight_decay=1e-4, schedule="multistep",
-                  milestones=(6, 10), gamma=0.1, unit="epoch", max_steps=12, warmup_iters=1000,
+                  milestones=(epochs(6), epochs(10)), gamma=0.1, train_length=epochs(12), warmup_iters=1000,
                   warmup_factor=1e-3, batch_size=16, clip_grad_norm=1.0)
 ME_STAD_RECIPE = dict(optimizer="sgd", lr=0.075, momentum=0.9, weight_decay=1e-7, schedule="cosine",
-                      unit="iter", max_steps=40_000, batch_size=48)
-YOWO_RECIPE = dict(optimizer="sgd", lr=1e-4, momentum=0.9, weight_decay=5e-4, schedule="multistep",
-                   milestones=(30_000, 40_000, 50_000, 60_000), gamma=0.5, unit="iter", batch_size=128)
+                      train_length=iters(40_000), batch_size=48)
+YOWO_RECIPE = dict(optimizer="sgd", lr=1e-4, momentum=0.9, weight_decay=5e-4, schedule="multistep", gamma=0.5,
+                   batch_size=128)   # the schedule itself depends on the dataset: see the YOWO rows below
 CQ_RECIPE = dict(optimizer="adamw", lr=1e-4, backbone_lr_mult=0.1, weight_decay=1e-4, schedule="multistep",
-                 milestones=(10,), gamma=0.1, unit="epoch", max_steps=12, batch_size=16, clip_grad_norm=0.1)
+                 milestones=(epochs(10),), gamma=0.1, train_length=epochs(12), batch_size=16, clip_grad_norm=0.1,
+                 recipe_source="ours")   # assumed: the paper states no recipe
 RECIPES = {"woo": WOO_RECIPE, "me_stad": ME_STAD_RECIPE, "yowo": YOWO_RECIPE, "cq": CQ_RECIPE}
+
+# %% ../../nbs/81_config.ipynb #5e2b7a06
+def weights(source: str, file: str | None, layout: str) -> dict:
+    "What one part starts from: its pretraining, the official release's file name (None: none public), the layout."
+    return {"from": source, "file": file, "layout": layout}
+
+_K400_HARA = "Kinetics-400, 3D-ResNets-PyTorch (Hara et al.)"
+_K400_EFF = "Kinetics-400, Efficient-3DCNNs (Köpüklü et al.)"
+PRETRAINED = {
+    "slowonly_r50_k400": weights("Kinetics-400, PySlowFast model zoo (SlowOnly R50 4×16)", "SLOWONLY_4x16_R50.pkl", "pyslowfast"),
+    "slowfast_r50_k400": weights("Kinetics-400, PySlowFast model zoo (SlowFast R50 8×8)", "SLOWFAST_8x8_R50.pkl", "pyslowfast"),
+    "slowfast_r101_k600": weights("Kinetics-600, SlowFast R101 8×8 (no public Kinetics-600 file)", None, "pyslowfast"),
+    "yowo_3d_resnext101": weights(_K400_HARA, "resnext-101-kinetics.pth", "kinetics3d"),
+    "yowo_3d_resnext101_hmdb": weights(_K400_HARA + ", fine-tuned on HMDB-51 split 1 (official J-HMDB)",
+                                       "resnext-101-kinetics-hmdb51_split1.pth", "kinetics3d"),
+    "yowo_3d_resnet101": weights(_K400_HARA, "resnet-101-kinetics.pth", "kinetics3d"),
+    "yowo_3d_resnet50": weights(_K400_HARA, "resnet-50-kinetics.pth", "kinetics3d"),
+    "yowo_3d_resnet18": weights(_K400_HARA, "resnet-18-kinetics.pth", "kinetics3d"),
+    "yowo_3d_shufflenetv1": weights(_K400_EFF, "kinetics_shufflenet_2.0x_G3_RGB_16_best.pth", "kinetics3d"),
+    "yowo_3d_shufflenetv2": weights(_K400_EFF, "kinetics_shufflenetv2_2.0x_RGB_16_best.pth", "kinetics3d"),
+    "yowo_3d_mobilenetv1": weights(_K400_EFF, "kinetics_mobilenet_2.0x_RGB_16_best.pth", "kinetics3d"),
+    "yowo_3d_mobilenetv2": weights(_K400_EFF, "kinetics_mobilenetv2_1.0x_RGB_16_best.pth", "kinetics3d"),
+    "yowo_2d_darknet19": weights("YOLOv2, darknet's yolo.weights (the paper: PASCAL VOC)", "yolo.weights", "darknet"),
+    "csn152_ig65m_k400": weights("IG-65M, then Kinetics-400 (VMZ ir-CSN-152)", "irCSN_152_ft_kinetics_from_ig65m_f126851907.pth", "vmz"),
+    "vitb_videomae_k400": weights("Kinetics-400, VideoMAE ViT-B (self-supervised, fine-tuned)",
+                                  "k400_videomae_pretrain_base_patch16_224_frame_16x4_tube_mask_ratio_0.9_e1600_finetuned.pth", "videomae"),
+    "vitb_videomae_k710": weights("Kinetics-710, VideoMAE V2 ViT-B distilled from ViT-g", "vit_b_k710_dl_from_giant.pth", "videomae"),
+}
 
 # %% ../../nbs/81_config.ipynb #4d9aa2a4
 _CONFIGS: dict[str, TrainConfig] = {}
@@ -102,32 +194,36 @@ def config_names(paper: str | None = None) -> list[str]:
 # %% ../../nbs/81_config.ipynb #7d593ab8
 def _woo_rows():
     ava = dict(data_format="ava", size=320)
-    sr50, sf = dict(num_frames=4, stride=16), dict(num_frames=32, stride=2)  # SlowFast 8×8: fast pathway 32×2
+    sr50 = dict(num_frames=4, stride=16, pretrained={"backbone": PRETRAINED["slowonly_r50_k400"]})
+    sf = dict(num_frames=32, stride=2, pretrained={"backbone": PRETRAINED["slowfast_r50_k400"]})  # fast pathway 32×2
+    sf101 = dict(sf, pretrained={"backbone": PRETRAINED["slowfast_r101_k600"]})
     add_config("woo_sfr50_8x8_ava21", "woo_sfr50", "woo", "Table 1, AVA v2.1, WOO SFR50 K400: 25.2", **ava, **sf)
-    add_config("woo_sfr101_8x8_ava21", "woo_sfr101", "woo", "Table 1, AVA v2.1, WOO SFR101 K600: 28.0", **ava, **sf)
+    add_config("woo_sfr101_8x8_ava21", "woo_sfr101", "woo", "Table 1, AVA v2.1, WOO SFR101 K600: 28.0", **ava, **sf101)
     add_config("woo_sr50_4x16_ava22", "woo_sr50", "woo", "Table 1 / Table 2 row 5, AVA v2.2, WOO SR50: 21.3", **ava, **sr50)
     add_config("woo_sfr50_8x8_ava22", "woo_sfr50", "woo", "Table 1, AVA v2.2, WOO SFR50 K400: 25.4", **ava, **sf)
-    add_config("woo_sfr101_8x8_ava22", "woo_sfr101", "woo", "Table 1, AVA v2.2, WOO SFR101 K600: 28.3", **ava, **sf)
+    add_config("woo_sfr101_8x8_ava22", "woo_sfr101", "woo", "Table 1, AVA v2.2, WOO SFR101 K600: 28.3", **ava, **sf101)
     for suffix, what, mAP in [("e2e", "E2E only", 16.9), ("e2e_es", "E2E + E^s", 20.4), ("e2e_et", "E2E + E^t", 18.5)]:
         add_config(f"woo_sr50_{suffix}_ava22", f"woo_sr50_{suffix}", "woo", f"Table 2, {what}: AP50 {mAP}", **ava, **sr50)
     add_config("woo_sr50_dilated_res5_ava22", "woo_sr50_dilated_res5", "woo", "Table 3, WOO without FPN (dilated res5): 20.8", **ava, **sr50)
     for fusion, mAP in [("sum", 20.5), ("concat", 20.5)]:
         add_config(f"woo_sr50_fusion_{fusion}_ava22", f"woo_sr50_fusion_{fusion}", "woo", f"Table 4, fusion {fusion}: {mAP}", **ava, **sr50)
     add_config("woo_sfr101_8x8_jhmdb", "woo_sfr101", "woo", "Table 5, J-HMDB (3 splits), WOO 8×8 K600: 80.5",
-               data_format="jhmdb", size=320, **sf)
+               data_format="jhmdb", size=320, **sf101)
 
 # %% ../../nbs/81_config.ipynb #9addb58a
 def _me_stad_rows():
     ava = dict(data_format="ava", size=256)
-    sr50, sf = dict(num_frames=4, stride=16), dict(num_frames=32, stride=2)
+    sr50 = dict(num_frames=4, stride=16, pretrained={"backbone": PRETRAINED["slowonly_r50_k400"]})
+    sf = dict(num_frames=32, stride=2, pretrained={"backbone": PRETRAINED["slowfast_r50_k400"]})
+    sf101 = dict(sf, pretrained={"backbone": PRETRAINED["slowfast_r101_k600"]})
     tla = dict(batch_size=96, ema_decay=0.9996, model_kwargs={"semi_supervised": True, "burn_in_iters": 20_000})
-    for version, rows in [("ava21", [("sfr50", sf, 25.0, 26.5), ("sfr101nl", sf, 27.7, 28.8)]),
-                          ("ava22", [("sr50", sr50, 21.5, 22.0), ("sfr50", sf, 25.5, 26.9), ("sfr101nl", sf, 28.5, 29.3)])]:
+    for version, rows in [("ava21", [("sfr50", sf, 25.0, 26.5), ("sfr101nl", sf101, 27.7, 28.8)]),
+                          ("ava22", [("sr50", sr50, 21.5, 22.0), ("sfr50", sf, 25.5, 26.9), ("sfr101nl", sf101, 28.5, 29.3)])]:
         for bb, clip, mAP, mAP_tla in rows:
             v = "v2.1" if version == "ava21" else "v2.2"
             add_config(f"me_stad_{bb}_{version}", f"me_stad_{bb}", "me_stad", f"Table 1, AVA {v}, ME-STAD {bb}: {mAP}", **ava, **clip)
             add_config(f"me_stad_{bb}_tla_{version}", f"me_stad_{bb}", "me_stad", f"Table 1, AVA {v}, ME-STAD + TLA {bb}: {mAP_tla}",
-                       **ava, **clip, **tla, max_steps=60_000)
+                       **ava, **clip, **tla, train_length=iters(60_000))
     for head, mAP in [("rpn_rcnn", 21.0), ("retinanet", 19.7), ("gfocalv2", 23.7), ("fcos_plain", 24.9)]:
         add_config(f"me_stad_sfr50_{head}_ava22", f"me_stad_sfr50_{head}", "me_stad", f"Table 2, actor head {head}: {mAP}", **ava, **sf)
     for inputs, mAP in [("gt_only", 24.5), ("sparse", 24.3)]:
@@ -138,22 +234,43 @@ def _me_stad_rows():
                    **ava, **sf, model_kwargs={"weight_cls": float(lam)})
     for lam, mAP in [(0.2, 26.8), (1.0, 26.5)]:
         add_config(f"me_stad_sfr50_tla_lunsup{lam}_ava22", "me_stad_sfr50", "me_stad", f"Table 4, TLA λ_unsup = {lam}: {mAP}",
-                   **ava, **sf, **{**tla, "model_kwargs": {**tla["model_kwargs"], "weight_unsup": lam}}, max_steps=60_000)
+                   **ava, **sf, **{**tla, "model_kwargs": {**tla["model_kwargs"], "weight_unsup": lam}}, train_length=iters(60_000))
     for pseudo, mAP in [("ema", 26.0), ("hard_threshold", 26.0), ("per_class_threshold", 26.2)]:
         add_config(f"me_stad_sfr50_pseudo_{pseudo}_ava22", "me_stad_sfr50", "me_stad", f"Table 5, pseudo labels {pseudo}: {mAP}",
-                   **ava, **sf, **{**tla, "model_kwargs": {**tla["model_kwargs"], "pseudo_labels": pseudo}}, max_steps=60_000)
+                   **ava, **sf, **{**tla, "model_kwargs": {**tla["model_kwargs"], "pseudo_labels": pseudo}}, train_length=iters(60_000))
     add_config("me_stad_sfr50_res320_ava22", "me_stad_sfr50", "me_stad", "Table 6, tested at 320: 26.1", **{**ava, "size": 320}, **sf)
     add_config("me_stad_sfr50_acrn_ava22", "me_stad_sfr50_acrn", "me_stad", "Table 7, ACRN head: 27.0", **ava, **sf)
     for fpn, mAP in [("res3_5_p3_5", 25.2), ("res2_4_p2_5", 26.0)]:
         add_config(f"me_stad_sfr50_fpn_{fpn}_ava22", f"me_stad_sfr50_fpn_{fpn}", "me_stad", f"Table 8, FPN {fpn}: {mAP}", **ava, **sf)
 
 # %% ../../nbs/81_config.ipynb #ac1d9359
-_YOWO_DATA = {"ucf": dict(data_format="ucf", unit="epoch", max_steps=5),
-              "jhmdb": dict(data_format="jhmdb", unit="epoch", max_steps=10, frozen=("backbone_3d",)),
-              "ava": dict(data_format="ava", unit="epoch", max_steps=5)}
+_YOWO_MILESTONES_PAPER = (iters(30_000), iters(40_000), iters(50_000), iters(60_000))   # §3.2
+_YOWO_OFFICIAL = {   # wei-tim/YOWO cfg/ucf24.yaml, cfg/jhmdb.yaml, cfg/ava.yaml
+    "ucf": dict(milestones=(epochs(2), epochs(3), epochs(4), epochs(5)), train_length=epochs(10), batch_size=128),
+    "jhmdb": dict(milestones=(epochs(3), epochs(4), epochs(5), epochs(6)), train_length=epochs(10), batch_size=128),
+    "ava": dict(milestones=(epochs(3), epochs(4), epochs(5), epochs(6)), train_length=epochs(50), batch_size=64)}
+_YOWO_PAPER = {"ucf": dict(milestones=_YOWO_MILESTONES_PAPER, train_length=epochs(5), batch_size=128),
+               "jhmdb": dict(milestones=_YOWO_MILESTONES_PAPER, train_length=epochs(10), batch_size=128),
+               "ava": dict(milestones=_YOWO_MILESTONES_PAPER, train_length=epochs(5), batch_size=128)}
+_YOWO_3D = {"resnext101": "resnext101", "resnet101": "resnet101", "resnet50": "resnet50", "resnet18": "resnet18",
+            "shufflenetv1": "shufflenetv1", "shufflenetv2": "shufflenetv2", "mobilenetv1": "mobilenetv1",
+            "mobilenetv2": "mobilenetv2"}
 
-def _yowo_add(name: str, model: str, row: str, data: str, frames: int, d: int):
-    add_config(f"{name}_{data}", model, "yowo", row, **_YOWO_DATA[data], size=224, key="last", num_frames=frames, stride=d,
+def _yowo_init(data: str, backbone_3d: str | None, with_2d: bool, recipe: str) -> dict:
+    "pretrained + frozen of one YOWO row: official J-HMDB freezes both branches (3D from HMDB-51), the paper only 3D."
+    pretrained = {"backbone_2d": PRETRAINED["yowo_2d_darknet19"]} if with_2d else {}
+    if backbone_3d:
+        hmdb = data == "jhmdb" and recipe == "official" and backbone_3d == "resnext101"
+        pretrained["backbone_3d"] = PRETRAINED["yowo_3d_resnext101_hmdb" if hmdb else f"yowo_3d_{backbone_3d}"]
+    frozen = {"official": ("backbone_3d", "backbone_2d"), "paper": ("backbone_3d",)}[recipe] if data == "jhmdb" else ()
+    return dict(pretrained=pretrained, frozen=tuple(part for part in frozen if part in pretrained))
+
+def _yowo_add(name: str, model: str, row: str, data: str, frames: int, d: int, backbone_3d: str | None = "resnext101",
+              with_2d: bool = True):
+    official = dict(**_YOWO_OFFICIAL[data], **_yowo_init(data, backbone_3d, with_2d, "official"))
+    paper = dict(**_YOWO_PAPER[data], **_yowo_init(data, backbone_3d, with_2d, "paper"))
+    add_config(f"{name}_{data}", model, "yowo", row, data_format=data, **official, recipe_source="official",
+               recipe_alternatives={"paper": paper}, size=224, key="last", num_frames=frames, stride=d,
                eval_frames="annotated" if data == "ava" else "all",     # every frame: frame-mAP and linked video-mAP
                model_kwargs={"dataset": data, "conf_thresh": 0.005})  # YOWO's anchors, AVA's split classes; official eval threshold
 
@@ -163,7 +280,8 @@ def _yowo_rows():
     for variant, *mAPs in t2:
         for data, mAP in zip(paper, mAPs):
             model = "yowo_resnext101_8f" if variant == "cfam" else f"yowo_{variant}_8f"
-            _yowo_add(f"yowo_t2_{variant}_8f", model, f"Table 2, {variant}, {paper[data]}: {mAP}", data, 8, 1)
+            _yowo_add(f"yowo_t2_{variant}_8f", model, f"Table 2, {variant}, {paper[data]}: {mAP}", data, 8, 1,
+                      backbone_3d=None if variant == "2d" else "resnext101", with_2d=variant != "3d")
     t4 = [(8, 2, 78.5, 61.5, 16.1), (8, 3, 78.4, 61.0, 16.0), (16, 2, 79.0, 71.4, 17.2)]
     for frames, d, *mAPs in t4:
         for data, mAP in zip(paper, mAPs):
@@ -174,15 +292,15 @@ def _yowo_rows():
     for backbone, *mAPs in t5:
         for data, mAP in zip(paper, mAPs):
             row = f"Table 5, 3D {backbone}, {paper[data]}: {mAP}" + (" (= Tables 6–8, YOWO 16-frame)" if backbone == "resnext101" else "")
-            _yowo_add(f"yowo_{backbone}_16f", f"yowo_{backbone}_16f", row, data, 16, 1)
+            _yowo_add(f"yowo_{backbone}_16f", f"yowo_{backbone}_16f", row, data, 16, 1, backbone_3d=_YOWO_3D[backbone])
 
 # %% ../../nbs/81_config.ipynb #5cf556ad
 YOWO_CPU_ANCHORS = {   # k-means (1 − IoU) of the `small` synthetic training boxes, 5 anchors in cells of the 4 × 4 grid
     "jhmdb": ((0.62, 1.44), (0.79, 1.86), (0.93, 1.19), (1.09, 1.49), (1.24, 1.83)),
     "ucf": ((0.63, 1.41), (0.80, 1.92), (0.92, 1.21), (1.12, 1.50), (1.26, 1.83))}
 YOWO_CPU = dict(synth_size="small", size=128, key="last", eval_frames="all", batch_size=8, optimizer="adamw", lr=3e-3,
-                weight_decay=5e-4, schedule="cosine", unit="iter", max_steps=1000, warmup_iters=50, clip_grad_norm=10.0,
-                frozen=(), milestones=(), ckpt_every=250, eval_every=0, num_workers=0)
+                weight_decay=5e-4, schedule="cosine", train_length=iters(1000), warmup_iters=50, clip_grad_norm=10.0,
+                frozen=(), milestones=(), ckpt_every=250, eval_every=0, num_workers=0, recipe_source="ours")
 
 def _yowo_cpu_rows():
     for data in ("jhmdb", "ucf"):
@@ -200,16 +318,18 @@ def _yowo_cpu_rows():
 _CQ_ASSUMED = " [recipe assumed: not in the paper]"
 
 def _cq_rows():
-    csn = dict(data_format="ava", num_frames=32, stride=2, size=256)
-    vit_ava = dict(data_format="ava", num_frames=16, stride=4, size=256)
+    csn_init = {"backbone": PRETRAINED["csn152_ig65m_k400"]}
+    vit_init, vit_k710 = {"backbone": PRETRAINED["vitb_videomae_k400"]}, {"backbone": PRETRAINED["vitb_videomae_k710"]}
+    csn = dict(data_format="ava", num_frames=32, stride=2, size=256, pretrained=csn_init)
+    vit_ava = dict(data_format="ava", num_frames=16, stride=4, size=256, pretrained=vit_init)
+    vit_ucf = dict(data_format="ucf", num_frames=32, stride=1, size=256, pretrained=vit_init)
     add_config("cq_csn152_ava22", "cq_csn152", "cq", "Table 5a, CSN-152 32×2 IG65M+K400: 33.5" + _CQ_ASSUMED, **csn)
     add_config("cq_vitb_ava22", "cq_vitb", "cq", "Table 5a, ViT-B 16×4 K400: 32.9" + _CQ_ASSUMED, **vit_ava)
-    add_config("cq_vitb_k710_ava22", "cq_vitb", "cq", "Table 5a, ViT-B 16×4 K710+K400: 38.4" + _CQ_ASSUMED, **vit_ava,
+    add_config("cq_vitb_k710_ava22", "cq_vitb", "cq", "Table 5a, ViT-B 16×4 K710+K400: 38.4" + _CQ_ASSUMED, **{**vit_ava, "pretrained": vit_k710},
                model_kwargs={"pretrain": "k710"})
     add_config("cq_vitb_jhmdb", "cq_vitb", "cq", "Table 5b, J-HMDB 40×1 ViT-B: 86.9 f-mAP / 88.5 v-mAP" + _CQ_ASSUMED,
-               data_format="jhmdb", num_frames=40, stride=1, size=256)
-    add_config("cq_vitb_ucf", "cq_vitb", "cq", "Table 5b, UCF 32×1 ViT-B: 85.9 f-mAP / 61.7 v-mAP" + _CQ_ASSUMED,
-               data_format="ucf", num_frames=32, stride=1, size=256)
+               data_format="jhmdb", num_frames=40, stride=1, size=256, pretrained=vit_init)
+    add_config("cq_vitb_ucf", "cq_vitb", "cq", "Table 5b, UCF 32×1 ViT-B: 85.9 f-mAP / 61.7 v-mAP" + _CQ_ASSUMED, **vit_ucf)
     t1 = [("transformer_detr", 28.6), ("transformer_ldl", 29.1), ("transformer_ldl_cdl", 31.4), ("deformable_ldl", 31.3)]
     for variant, mAP in t1:
         add_config(f"cq_csn152_{variant}_ava22", f"cq_csn152_{variant}", "cq", f"Table 1, {variant}: {mAP}" + _CQ_ASSUMED, **csn)
@@ -218,10 +338,10 @@ def _cq_rows():
     for table, variant, mAP_ava, mAP_ucf in ablations:
         add_config(f"cq_csn152_{variant}_ava22", f"cq_csn152_{variant}", "cq", f"Table {table[1]}, {variant}, AVA: {mAP_ava}" + _CQ_ASSUMED, **csn)
         add_config(f"cq_vitb_{variant}_ucf", f"cq_vitb_{variant}", "cq", f"Table {table[1]}, {variant}, UCF: {mAP_ucf}" + _CQ_ASSUMED,
-                   data_format="ucf", num_frames=32, stride=1, size=256)
+                   **vit_ucf)
 
 # %% ../../nbs/81_config.ipynb #b8354115
-_TINY = dict(synth_size="tiny", size=64, num_frames=8, stride=1, batch_size=4, max_steps=20, unit="iter",
+_TINY = dict(synth_size="tiny", size=64, num_frames=8, stride=1, batch_size=4, train_length=iters(20), recipe_source="ours",
              warmup_iters=0, schedule="constant", milestones=(), freeze_bn=True, ckpt_every=5, eval_every=0,
              num_workers=0, amp=False, ema_decay=None)
 
@@ -230,7 +350,7 @@ def _tiny_rows():
                **_TINY, transforms="none", optimizer="adamw", lr=1e-3, weight_decay=1e-4, clip_grad_norm=1.0, model_kwargs={"width": 8})
     add_config("minimal_small", "minimal_detector", "engine", "the engine's minimal detector, small synthetic AVA (the curve)",
                synth_size="small", size=112, transforms="none", num_frames=8, stride=2, batch_size=8, optimizer="adamw", lr=1e-3,
-               weight_decay=1e-4, clip_grad_norm=1.0, schedule="cosine", unit="iter", max_steps=600, warmup_iters=30,
+               weight_decay=1e-4, clip_grad_norm=1.0, schedule="cosine", train_length=iters(600), warmup_iters=30, recipe_source="ours",
                ckpt_every=100, eval_every=100, ema_decay=0.99, num_workers=2, model_kwargs={"width": 16})
     add_config("yowo_tiny", "yowo_tiny", "yowo", "YOWO, small backbones, tiny synthetic UCF", **_TINY,
                data_format="ucf", key="last", lr=1e-3, model_kwargs={"dataset": "ucf"})

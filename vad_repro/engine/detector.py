@@ -22,13 +22,17 @@ __all__ = ['check_losses', 'check_detections', 'MinimalDetectorConfig', 'conv3d_
            'clip_losses', 'detections_from_raw', 'MinimalDetector', 'build_minimal_detector']
 
 # %% ../../nbs/80_detector.ipynb #3061b806
-def check_losses(losses) -> dict[str, Tensor]:
-    "Validate a training-mode output: a non-empty dict of named 0-dim floating tensors."
+def check_losses(losses, weights: dict[str, float] | None = None) -> dict[str, Tensor]:
+    "Validate a training-mode output: a non-empty dict of named 0-dim floating tensors, each with a weight."
     if not isinstance(losses, dict) or not losses:
         raise TypeError(f"a detector in training mode must return a dict of named losses, got {type(losses).__name__}")
+    if "loss" in losses:
+        raise TypeError("a detector returns its unweighted loss terms only: the trainer computes the total ('loss')")
     for name, value in losses.items():
         if not isinstance(value, Tensor) or value.dim() != 0 or not value.is_floating_point():
             raise TypeError(f"loss {name!r} must be a 0-dim floating tensor, got {value!r:.80}")
+    missing = sorted(set(losses) - set(weights)) if weights is not None else []
+    if missing: raise TypeError(f"loss terms without a weight in the model's loss_weights: {missing}")
     return losses
 
 # %% ../../nbs/80_detector.ipynb #2de20216
@@ -88,7 +92,7 @@ def assign_cells(boxes: Tensor, Sh: int, Sw: int) -> Tensor:
 
 # %% ../../nbs/80_detector.ipynb #1883b5cb
 def clip_losses(raw: Tensor, boxes: Tensor, labels: Tensor, cfg: MinimalDetectorConfig) -> dict[str, Tensor]:
-    "One clip: raw (S_h, S_w, 5+C), boxes (N, 4), labels (N, C) -> the four weighted loss terms."
+    "One clip: raw (S_h, S_w, 5+C), boxes (N, 4), labels (N, C) -> the four unweighted loss terms."
     Sh, Sw, _ = raw.shape
     flat = raw.reshape(Sh * Sw, -1)                               # (S_h·S_w, 5 + C)
     cells = assign_cells(boxes, Sh, Sw)                           # (N,)
@@ -101,8 +105,7 @@ def clip_losses(raw: Tensor, boxes: Tensor, labels: Tensor, cfg: MinimalDetector
     loss_l1 = l1_box_loss(pred_boxes, boxes).mean() if len(cells) else zero
     loss_giou = giou_loss(pred_boxes, boxes).mean() if len(cells) else zero
     loss_cls = (F.binary_cross_entropy_with_logits(flat[cells, 5:], labels.to(flat)) if len(cells) else zero)
-    return {"loss_obj": cfg.weight_obj * loss_obj, "loss_l1": cfg.weight_l1 * loss_l1,
-            "loss_giou": cfg.weight_giou * loss_giou, "loss_cls": cfg.weight_cls * loss_cls}
+    return {"loss_obj": loss_obj, "loss_l1": loss_l1, "loss_giou": loss_giou, "loss_cls": loss_cls}
 
 # %% ../../nbs/80_detector.ipynb #771942b3
 def detections_from_raw(raw: Tensor, cfg: MinimalDetectorConfig) -> list[dict]:
@@ -130,6 +133,12 @@ class MinimalDetector(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(4 * w, 1 + 4 + cfg.num_classes, 1))
         nn.init.constant_(self.head[-1].bias[0], -math.log(99.0))  # prior P(actor) = 0.01 (RetinaNet)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        "λ of each loss term (the engine's contract: terms come unweighted)."
+        c = self.cfg
+        return {"loss_obj": c.weight_obj, "loss_l1": c.weight_l1, "loss_giou": c.weight_giou, "loss_cls": c.weight_cls}
 
     def forward(self, batch):
         if isinstance(batch, Tensor): return self.raw_map(batch)   # bare clip: raw network output

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['DistContext', 'init_distributed', 'shutdown_distributed', 'GlobalBatchSampler', 'all_reduce_mean', 'barrier',
-           'wrap_model', 'unwrap_model']
+           'max_over_ranks', 'wrap_model', 'unwrap_model']
 
 # %% ../../nbs/84_distributed.ipynb #50c79c31
 @dataclass(frozen=True)
@@ -88,6 +88,13 @@ def all_reduce_mean(x: Tensor) -> Tensor:
 def barrier():
     "Wait for every process (no-op without a process group)."
     if dist.is_available() and dist.is_initialized(): dist.barrier()
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    "The largest `value` over all processes (e.g. a stop request seen by any rank); `value` without a group."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return value
+    x = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return int(x.item())
 
 def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     "Move to the device; DDP when there are several processes."

@@ -19,8 +19,8 @@ from .config import TrainConfig, build_model
 from .trainer import build_data, collate, eval_transform, to_device
 
 # %% auto #0
-__all__ = ['predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'evaluate_model', 'load_model', 'run_config', 'evaluate_run',
-           'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
+__all__ = ['RUN_RECORD_KEYS', 'predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'evaluate_model', 'load_model',
+           'run_config', 'evaluate_run', 'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
 
 # %% ../../nbs/85_inference.ipynb #11654f4e
 @torch.no_grad()
@@ -116,10 +116,16 @@ def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None, num_class
     info = {"num_classes": num_classes, "class_names": ck.get("class_names"), "action_ids": ck.get("action_ids")}
     return model.to(device).eval(), info
 
+RUN_RECORD_KEYS = ("initialised_from",)   # what `RUN/config.json` records beside the config's fields
+
 def run_config(run_dir: str | Path) -> TrainConfig:
-    "The config a run was trained with (`RUN/config.json`; JSON lists back to tuples)."
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in json.loads((Path(run_dir) / "config.json").read_text()).items()})
+    "The config a run was trained with (`RUN/config.json`; JSON lists back to tuples, spans back to `Span`s)."
+    fields = json.loads((Path(run_dir) / "config.json").read_text())
+    if "unit" in fields:   # written before lengths carried their unit: one unit for length and milestones
+        unit = fields.pop("unit")
+        fields["train_length"] = [fields.pop("max_steps"), unit]
+        fields["milestones"] = [[m, unit] for m in fields["milestones"]]
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k not in RUN_RECORD_KEYS})
 
 def evaluate_run(run_dir: str | Path, device: str | None = None) -> dict:
     "Evaluate a run's newest checkpoint on its config's validation split; writes RUN/eval_final/result.json."

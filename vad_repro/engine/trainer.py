@@ -13,7 +13,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,24 +25,27 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, rng_state,
+                                         save_checkpoint, set_rng_state)
 from .config import TrainConfig, build_model, require_model
 from .detector import check_losses
 from .distributed import (DistContext, GlobalBatchSampler, all_reduce_mean, barrier,
-                                          init_distributed, unwrap_model, wrap_model)
+                                          init_distributed, max_over_ranks, unwrap_model, wrap_model)
+from .pretrained import check_initialisation, initialise
+from ..losses import weighted_sum
 
 # %% auto #0
-__all__ = ['resolve_steps', 'lr_factor', 'freeze_parameters', 'make_optimizer', 'ModelEMA', 'freeze_batchnorm',
-           'NonFiniteLossError', 'check_finite', 'sample_seed', 'isolated_rng', 'SeededSamples', 'MetricsLog',
-           'read_jsonl', 'Progress', 'format_seconds', 'plot_losses', 'data_root', 'eval_transform', 'make_transform',
-           'build_data', 'collate', 'to_device', 'seed_everything', 'loss_reduction', 'set_deterministic', 'Trainer']
+__all__ = ['resolve_steps', 'lr_factor', 'make_scheduler', 'lr_curve', 'freeze_parameters', 'make_optimizer', 'ModelEMA',
+           'freeze_batchnorm', 'NonFiniteLossError', 'check_finite', 'sample_seed', 'isolated_rng', 'SeededSamples',
+           'MetricsLog', 'read_jsonl', 'Progress', 'format_seconds', 'plot_losses', 'data_root', 'eval_transform',
+           'make_transform', 'build_data', 'collate', 'to_device', 'TrainingInterrupted', 'StopSignals',
+           'ignore_stop_signals', 'stop_workers', 'seed_everything', 'loss_reduction', 'loss_weights',
+           'set_deterministic', 'Trainer']
 
 # %% ../../nbs/82_trainer.ipynb #52557edc
 def resolve_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
-    "Total iterations and milestones in iterations (configs may state them in epochs)."
-    per = steps_per_epoch if cfg.unit == "epoch" else 1
-    if cfg.unit not in ("iter", "epoch"): raise ValueError(f"config {cfg.name}: unknown unit {cfg.unit!r}")
-    return max(1, round(cfg.max_steps * per)), tuple(round(m * per) for m in cfg.milestones)
+    "Total iterations and milestones in iterations: each `Span` converted once, by its own unit."
+    return max(1, cfg.train_length.iters(steps_per_epoch)), tuple(m.iters(steps_per_epoch) for m in cfg.milestones)
 
 def lr_factor(i: int, cfg: TrainConfig, total: int, milestones: tuple[int, ...]) -> float:
     "f(i): the multiplier of the base lr at optimizer step i (0-based)."
@@ -52,6 +57,17 @@ def lr_factor(i: int, cfg: TrainConfig, total: int, milestones: tuple[int, ...])
         beta = cfg.warmup_factor
         f *= beta + (1 - beta) * i / cfg.warmup_iters
     return f
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    "The LambdaLR the trainer steps once per optimizer step: f(i) with the config's spans resolved."
+    total, milestones = resolve_steps(cfg, steps_per_epoch)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, cfg=cfg, total=total, milestones=milestones))
+
+def lr_curve(cfg: TrainConfig, steps_per_epoch: int, at: list[int]) -> list[float]:
+    "The learning rate the trainer's scheduler sets at each optimizer step of `at` (0-based): base lr × its λ(i)."
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = make_scheduler(opt, cfg, steps_per_epoch)
+    return [sched.base_lrs[0] * sched.lr_lambdas[0](i) for i in at]
 
 # %% ../../nbs/82_trainer.ipynb #07129ead
 def freeze_parameters(model: nn.Module, prefixes: tuple) -> int:
@@ -244,6 +260,45 @@ def to_device(batch: dict, device: torch.device) -> dict:
     if device.type == "cuda": out["clip"] = out["clip"].contiguous(memory_format=torch.channels_last_3d)
     return out
 
+# %% ../../nbs/82_trainer.ipynb #6a1f0c02
+class TrainingInterrupted(RuntimeError):
+    "Training stopped by SIGTERM / SIGINT at a step boundary, after writing that step's checkpoint."
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint} "
+                         f"written: continue with --resume")
+
+    @property
+    def exit_status(self) -> int: return 128 + self.signum
+
+class StopSignals:
+    "Context: SIGTERM and SIGINT set `signum` instead of acting; a second one acts as usual; handlers restored on exit."
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum, self._previous = 0, {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():   # handlers can only be set there
+            self._previous = {s: signal.signal(s, self._request) for s in self.SIGNALS}
+        return self
+
+    def _request(self, signum, frame):
+        self.signum = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items(): signal.signal(s, handler)
+
+def ignore_stop_signals(worker_id: int):
+    "DataLoader `worker_init_fn`: the main process acts on SIGTERM / SIGINT and stops its workers itself."
+    signal.signal(signal.SIGTERM, signal.SIG_IGN); signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+def stop_workers(batches) -> None:
+    "Shut a DataLoader iterator's worker processes down now (what its destructor would do, later)."
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None: shutdown()
+
 # %% ../../nbs/82_trainer.ipynb #de480b4c
 def seed_everything(seed: int):
     "Seed Python, NumPy and torch (every device)."
@@ -254,6 +309,14 @@ def loss_reduction(model: nn.Module) -> str:
     reduction = getattr(unwrap_model(model), "loss_reduction", "mean")
     if reduction not in ("mean", "sum"): raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {reduction!r}")
     return reduction
+
+def loss_weights(model: nn.Module) -> dict[str, float]:
+    "The model's λ per loss term (its `loss_weights`: the engine's loss contract, notebook 80)."
+    weights = getattr(unwrap_model(model), "loss_weights", None)
+    if not isinstance(weights, dict):
+        raise TypeError(f"{type(unwrap_model(model)).__name__} has no `loss_weights` dict: a detector returns "
+                        f"unweighted loss terms and names the weight of each")
+    return dict(weights)
 
 def set_deterministic(device: torch.device):
     "Deterministic kernels (CPU: already; CUDA: cuBLAS workspace + deterministic algorithms)."
@@ -268,7 +331,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, train_set=None, val_set=None,
                  device: str | None = None, resume: bool = False, evaluate_fn=None, log=None):
         require_model(cfg)                                          # fail before touching any data
+        check_initialisation(cfg)                                   # ... or training from the wrong weights
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.resume_from = latest_checkpoint(self.run_dir / "checkpoints") if resume else None
         self.ctx: DistContext = init_distributed(device)
         self.train_set = train_set if train_set is not None else build_data(cfg, cfg.train_split, train=True)
         self.val_set, self.evaluate_fn = val_set, evaluate_fn
@@ -283,11 +348,12 @@ class Trainer:
         cfg = self.cfg
         seed_everything(cfg.seed)                                   # the same initial weights on every rank
         model = build_model(cfg, self.train_set.num_classes)
+        log = self.log if self.ctx.is_main else None                 # a resumed run takes its weights from the checkpoint
+        self.init_records = [] if self.resume_from else initialise(model, cfg.init, log)
         if cfg.frozen: freeze_parameters(model, cfg.frozen)
         self.model = wrap_model(model, self.ctx)
         self.optimizer = make_optimizer(unwrap_model(self.model), cfg)
-        schedule = functools.partial(lr_factor, cfg=cfg, total=self.total, milestones=self.milestones)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = make_scheduler(self.optimizer, cfg, len(self.sampler))
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for its state
         self.ema = ModelEMA(unwrap_model(self.model), cfg.ema_decay) if cfg.ema_decay else None
 
@@ -296,7 +362,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None, "rng": rng_state(),
                 "data": {"epoch": self.epoch, "batch": self.batch_in_epoch},
-                "config": asdict(self.cfg), "num_classes": self.train_set.num_classes,
+                "config": asdict(self.cfg), "init": self.init_records, "num_classes": self.train_set.num_classes,
                 "class_names": list(getattr(self.train_set, "class_names", None) or []),
                 "action_ids": list(getattr(self.train_set, "action_ids", None) or [])}
 
@@ -306,29 +372,32 @@ class Trainer:
         self.scaler.load_state_dict(ck["scaler"])
         if self.ema: self.ema.load_state_dict(ck["ema"])
         set_rng_state(ck["rng"])
+        self.init_records = ck.get("init", self.init_records)
         self.step, self.epoch, self.batch_in_epoch = ck["step"], ck["data"]["epoch"], ck["data"]["batch"]
 
     def forward_losses(self, batch: dict) -> dict[str, Tensor]:
-        "Steps 1: the model's named losses on this process's part of the batch."
+        "Step 1: the model's named, unweighted losses on this process's part of the batch."
         self.model.train()
         if self.cfg.freeze_bn: freeze_batchnorm(self.model)
         batch = to_device(batch, self.ctx.device)
         use_amp = self.cfg.amp and self.ctx.device.type == "cuda"
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            return check_losses(self.model(batch))
+            return check_losses(self.model(batch), loss_weights(self.model))
 
     def train_step(self, batch: dict) -> dict:
         "Steps 1–3 of the notebook; returns the step's metrics record."
-        losses = self.forward_losses(batch)
+        losses, weights = self.forward_losses(batch), loss_weights(self.model)
         names = sorted(losses)
         scale = self.ctx.world_size if loss_reduction(self.model) == "sum" else 1   # DDP averages gradients
         terms = all_reduce_mean(torch.stack([losses[n].detach().float() for n in names])) * scale
-        terms = dict(zip(names, terms.tolist()))
-        record = {"step": self.step, "loss": sum(terms.values()), **terms, "lr": self.optimizer.param_groups[-1]["lr"]}
+        terms = dict(zip(names, terms.tolist()))                                   # unweighted, global
+        weighted = {f"weighted_{n}": weights[n] * v for n, v in terms.items()}
+        record = {"step": self.step, "loss": sum(weighted.values()), **terms, **weighted,
+                  "lr": self.optimizer.param_groups[-1]["lr"]}
         if batch.get("skipped"): record["skipped"] = len(batch["skipped"])   # unreadable clips (skip_bad datasets)
         check_finite({**terms, "loss": record["loss"]}, self.step)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(scale * sum(losses[n] for n in names)).backward()
+        self.scaler.scale(scale * weighted_sum(losses, weights)).backward()
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.requires_grad]
         record["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm or float("inf")).item()
@@ -342,7 +411,8 @@ class Trainer:
         self.sampler.set_position(self.epoch, self.batch_in_epoch)
         gen = torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.epoch, -1))
         return DataLoader(SeededSamples(self.train_set, self.cfg.seed), batch_sampler=self.sampler, collate_fn=collate,
-                          num_workers=self.cfg.num_workers, generator=gen, pin_memory=self.ctx.device.type == "cuda")
+                          num_workers=self.cfg.num_workers, generator=gen, pin_memory=self.ctx.device.type == "cuda",
+                          worker_init_fn=ignore_stop_signals if self.cfg.num_workers else None)
 
     def after_step(self, record: dict):
         "Step 4: log, progress, checkpoint, periodic evaluation."
@@ -355,29 +425,46 @@ class Trainer:
 
     def start(self):
         "Resume if asked and possible; open the run's files."
-        ckpt = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
+        ckpt = self.resume_from
         if ckpt is not None:
             self.load_state(load_checkpoint(ckpt, map_location=self.ctx.device))
             self.log(f"resumed from {ckpt} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1))
+            config = {**asdict(self.cfg), "initialised_from": self.init_records}   # what the weights started from
+            (self.run_dir / "config.json").write_text(json.dumps(config, indent=1))
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.step if ckpt else None, self.ctx.is_main)
         self.progress = Progress(self.total, self.step, enabled=self.ctx.is_main)
 
     def fit(self) -> dict:
         "Train to `total` steps; evaluate at the end if there is a validation set; draw the loss curve."
         self.start()
-        while self.step < self.total:
-            for batch in self.loader():
-                self.step += 1; self.batch_in_epoch += 1
-                if self.batch_in_epoch == len(self.sampler): self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                self.after_step(self.train_step(batch))
-                if self.step >= self.total: break
+        with StopSignals() as stop:
+            while self.step < self.total:
+                batches = iter(self.loader())
+                try:
+                    for batch in batches:
+                        self.step += 1; self.batch_in_epoch += 1
+                        if self.batch_in_epoch == len(self.sampler): self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                        self.after_step(self.train_step(batch))
+                        signum = max_over_ranks(stop.signum, self.ctx.device)   # every rank stops at the same step
+                        if signum: raise self.interrupted(signum)
+                        if self.step >= self.total: break
+                finally:
+                    stop_workers(batches)
         result = self.evaluate() if self.val_set is not None else {}
         if self.ctx.is_main: plot_losses(self.run_dir)
         barrier()
         return {"steps": self.step, **result}
+
+    def interrupted(self, signum: int) -> "TrainingInterrupted":
+        "At a step boundary after a stop signal: checkpoint this step (unless just written), the exception to raise."
+        path = checkpoint_path(self.run_dir / "checkpoints", self.step)
+        if self.ctx.is_main and not path.exists():
+            save_checkpoint(self.run_dir / "checkpoints", self.step, self.state(), self.cfg.keep_last)
+        if self.ctx.is_main: plot_losses(self.run_dir)
+        barrier()
+        return TrainingInterrupted(signum, self.step, path)
 
     def evaluate(self) -> dict:
         "Evaluate on rank 0 (EMA weights if any); append to RUN/eval.jsonl."

@@ -71,6 +71,13 @@ class RegionLossConfig:
     @property
     def num_anchors(self) -> int: return len(self.anchors)
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        "λ of each term `region_loss` returns: λ·coord_scale on the coordinates, λ on confidence, class_scale on classes."
+        coord = self.lam * self.coord_scale
+        return {"loss_x": coord, "loss_y": coord, "loss_w": coord, "loss_h": coord, "loss_conf": self.lam,
+                "loss_cls": self.class_scale}
+
 def ava_loss_config(class_ratio: tuple | None = None) -> RegionLossConfig:
     "The official AVA settings: 80 classes (14 pose), γ = 0.5, AVA anchors."
     return RegionLossConfig(num_classes=80, anchors=ANCHORS["ava"], gamma=0.5, multilabel=True, num_pose_classes=14,
@@ -155,16 +162,16 @@ def class_ratios(labels: list[Tensor]) -> tuple:
 
 # %% ../../nbs/41_yowo_loss.ipynb #7809cc3d
 def region_loss(out: Tensor, gt_boxes: list[Tensor], gt_labels: list[Tensor], cfg: RegionLossConfig) -> dict:
-    "Eq. 11 split into its named terms (their sum is L_final): raw head map (B, A·(5+C), H, W), targets per clip."
+    "Eq. 11 as named unweighted terms (Σ cfg.loss_weights[k] · L_k = L_final): raw map (B, A·(5+C), H, W), targets per clip."
     p = split_head(out, cfg.num_anchors, cfg.num_classes)
     anchors = torch.as_tensor(cfg.anchors, dtype=out.dtype, device=out.device)
     with torch.no_grad(): T = region_targets(grid_boxes(p, anchors).float(), gt_boxes, gt_labels, cfg)
-    m, lam = T["coord_mask"], cfg.lam * cfg.coord_scale
+    m = T["coord_mask"]
     sl1 = lambda v, t: F.smooth_l1_loss(v * m, t * m, beta=1.0, reduction="sum")      # eq. 7
-    losses = {f"loss_{k}": lam * sl1(p[k], T["txywh"][..., n]) for n, k in enumerate("xywh")}
-    losses["loss_conf"] = cfg.lam * (T["conf_mask"] * (p["conf"] - T["tconf"]) ** 2).sum()   # eq. 8
+    losses = {f"loss_{k}": sl1(p[k], T["txywh"][..., n]) for n, k in enumerate("xywh")}
+    losses["loss_conf"] = (T["conf_mask"] * (p["conf"] - T["tconf"]) ** 2).sum()         # eq. 8
     pos = m.bool()
-    losses["loss_cls"] = cfg.class_scale * class_loss(p["cls"][pos], T["tcls"][pos], cfg)  # eq. 10
+    losses["loss_cls"] = class_loss(p["cls"][pos], T["tcls"][pos], cfg)                   # eq. 10
     return losses
 
 # %% ../../nbs/41_yowo_loss.ipynb #9d6f9b17

@@ -132,6 +132,11 @@ class YOWODetector(YOWO):
         super().__init__(cfg, backbone_3d, backbone_2d)
         self.loss_cfg = self.cfg.loss_config()
 
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        "λ of each region-loss term (the engine applies them: terms come unweighted)."
+        return self.loss_cfg.loss_weights
+
     def forward(self, batch, feature_3d: Tensor | None = None):
         if isinstance(batch, Tensor): return super().forward(batch, feature_3d)
         out = super().forward(batch["clip"], batch.get("feature_3d"))    # (B, A·(C+5), H', W')
