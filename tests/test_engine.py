@@ -29,6 +29,8 @@ from vad_repro.engine.config import get_config
 
 # The minimal detector's tiny config; VAD_REPRO_ENGINE_TEST_CONFIG=yowo_tiny runs the same tests on YOWO.
 CONFIG = os.environ.get("VAD_REPRO_ENGINE_TEST_CONFIG", "minimal_tiny")
+# resume and DDP also run on every paper detector that has landed with a `*_tiny` config on the same data
+RELIABILITY_CONFIGS = [CONFIG] + [c for c in ("woo_tiny",) if c != CONFIG]
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +39,27 @@ def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     e = {**os.environ, "VAD_REPRO_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     from vad_repro.data import synth
-    cfg = get_config(CONFIG)
-    synth.ensure(cfg.data_format, cfg.synth_size, seed=0, cache_dir=cache)   # before any concurrent process needs it
+    for name in RELIABILITY_CONFIGS:
+        cfg = get_config(name)
+        synth.ensure(cfg.data_format, cfg.synth_size, seed=0, cache_dir=cache)   # before any concurrent process needs it
     return e
 
 
-def train_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "vad_repro.cli", "train", "--config", CONFIG, "--out", str(out), "--no-eval", *extra]
+def train_cmd(out: Path, *extra: str, config: str = CONFIG) -> list[str]:
+    return [sys.executable, "-m", "vad_repro.cli", "train", "--config", config, "--out", str(out), "--no-eval", *extra]
 
 
 def losses(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_kill9_then_resume_is_bit_identical(tmp_path, env):
+@pytest.mark.parametrize("config", RELIABILITY_CONFIGS)
+def test_kill9_then_resume_is_bit_identical(tmp_path, env, config):
     args = ("--max-steps", "20", "--ckpt-every", "5", "--seed", "0")
-    full = subprocess.run(train_cmd(tmp_path / "full", *args), env=env, capture_output=True, text=True, timeout=300)
+    full = subprocess.run(train_cmd(tmp_path / "full", *args, config=config), env=env, capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-3000:]
     run = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(run, *args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_cmd(run, *args, config=config), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         ckpts = list((run / "checkpoints").glob("step_*.pt")) if (run / "checkpoints").exists() else []
@@ -63,7 +67,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path, env):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL); proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = subprocess.run(train_cmd(run, *args, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(train_cmd(run, *args, "--resume", config=config), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
     a, b = losses(tmp_path / "full"), losses(run)
@@ -72,13 +76,14 @@ def test_kill9_then_resume_is_bit_identical(tmp_path, env):
         assert ra == rb, f"step {ra['step']}: {ra} != {rb}"          # every logged float, bit for bit
 
 
-def test_two_processes_equal_one(tmp_path, env):
+@pytest.mark.parametrize("config", RELIABILITY_CONFIGS)
+def test_two_processes_equal_one(tmp_path, env, config):
     args = ("--max-steps", "8", "--batch-size", "4", "--seed", "0", "--ckpt-every", "8")
-    one = subprocess.run(train_cmd(tmp_path / "one", *args), env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(train_cmd(tmp_path / "one", *args, config=config), env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     torchrun = [shutil.which("torchrun") or "torchrun", "--standalone", "--nproc_per_node=2", "--no-python", "vad-repro"]
-    two = subprocess.run(torchrun + train_cmd(tmp_path / "two", *args)[3:], env=env, capture_output=True, text=True,
-                         timeout=300)
+    two = subprocess.run(torchrun + train_cmd(tmp_path / "two", *args, config=config)[3:], env=env, capture_output=True,
+                         text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [r["step"] for r in b] == list(range(1, 9))                # rank 0 alone writes the log

@@ -25,6 +25,8 @@ def expected(name: str, spe: int):
     cfg = get_config(name)
     if name.endswith("_tiny") or name == "minimal_tiny":               # ours: constant, a few iterations
         return 20, lambda i: 1.0
+    if name == "woo_overfit":                                           # ours: cosine 1000 iterations, 20 warm-up
+        return 1000, lambda i: 0.5 * (1 + math.cos(math.pi * i / 1000)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
     if name == "minimal_small":                                         # ours: cosine 600 iterations, 30 warm-up
         return 600, lambda i: 0.5 * (1 + math.cos(math.pi * i / 600)) * (1e-3 + (1 - 1e-3) * i / 30 if i < 30 else 1)
     if cfg.paper == "woo":                                              # §4.1 + review: 12 epochs, ×0.1 at 6 and 10, 1000-it warm-up
@@ -83,7 +85,7 @@ def test_every_config_is_covered_and_presets_name_their_weights():
     assert len(names) > 120
     for name in names:
         cfg = get_config(name)
-        real_paper_row = cfg.paper in ("woo", "me_stad", "cq") and not name.endswith("_tiny")
+        real_paper_row = cfg.paper in ("woo", "me_stad", "cq") and cfg.synth_size != "tiny"   # not the CPU demos
         real_yowo_row = cfg.paper == "yowo" and not name.startswith("yowo_cpu_") and name != "yowo_tiny"
         if real_paper_row or real_yowo_row:
             assert cfg.pretrained, f"{name}: the paper starts from pretrained weights; the preset must name them"

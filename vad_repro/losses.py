@@ -14,7 +14,7 @@ from .matching import HungarianMatcher, labels_to_multi_hot
 
 # %% auto #0
 __all__ = ['reduce_loss', 'sigmoid_focal_loss', 'softmax_focal_loss', 'l1_box_loss', 'smooth_l1_box_loss', 'giou_loss',
-           'weighted_sum', 'detection_targets', 'matched_indices', 'SetCriterion']
+           'mean_over_processes', 'weighted_sum', 'detection_targets', 'matched_indices', 'SetCriterion']
 
 # %% ../nbs/03_losses.ipynb #9d31f088
 def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
@@ -61,6 +61,14 @@ def giou_loss(pred: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     return reduce_loss(1 - generalized_box_iou_pairwise(pred, target), reduction)
 
 # %% ../nbs/03_losses.ipynb #82bdd9c8
+def mean_over_processes(value: float, device: torch.device | str = "cpu") -> float:
+    "The mean of a per-process count over all processes (DETR's `num_boxes`); `value` itself without a process group."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()
+
 def weighted_sum(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     "Σ_k λ_k · L_k over the named unweighted terms, in name order; a term without a weight is an error."
     missing = sorted(set(terms) - set(weights))
@@ -96,7 +104,8 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict], num_boxes: float | None = None,
                 matches: list | None = None) -> dict:
         "outputs {'pred_logits': (B, Q, C'), 'pred_boxes': (B, Q, 4)[, 'aux_outputs']} -> named losses."
-        if num_boxes is None: num_boxes = float(sum(len(t["boxes"]) for t in targets))
+        if num_boxes is None:                                        # DDP: the global count, as DETR does
+            num_boxes = mean_over_processes(float(sum(len(t["boxes"]) for t in targets)), outputs["pred_boxes"].device)
         num_boxes = max(num_boxes, 1.0)
         stages = [("", outputs, matches)] + [(f"_{i}", aux, None) for i, aux in enumerate(outputs.get("aux_outputs", []))]
         losses = {}
@@ -145,9 +154,13 @@ class SetCriterion(nn.Module):
         target[idx] = torch.cat([_class_index(t["labels"])[g] for t, (_, g) in zip(targets, matches)]).to(target)
         weight = torch.ones(C1, device=logits.device)
         weight[-1] = self.eos_coef                                                     # down-weight "no actor"
-        if self.unmatched_class: return F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight)
-        if len(idx[0]) == 0: return logits.sum() * 0                                   # nothing matched
-        return F.cross_entropy(logits[idx], target[idx], weight)
+        if not self.unmatched_class:
+            if len(idx[0]) == 0: return logits.sum() * 0                               # nothing matched
+            logits, target = logits[idx], target[idx]                                  # (M, C + 1), (M,)
+        logits, target = logits.reshape(-1, C1), target.reshape(-1)
+        losses = F.cross_entropy(logits, target, weight, reduction="none")            # w_{y_i} · CE_i
+        norm = mean_over_processes(weight[target].sum().item(), logits.device)         # Σ w over the whole batch (DDP)
+        return losses.sum() / max(norm, 1e-12)                                         # = PyTorch's weighted mean
 
 # %% ../nbs/03_losses.ipynb #2eea069f
 def _class_index(labels: Tensor) -> Tensor:

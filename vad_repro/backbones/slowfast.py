@@ -209,6 +209,12 @@ class SlowFast(nn.Module):
         "res5 channels per pathway, slow first (2048, and 256 for Fast)."
         return [32 * self.cfg.width] + ([32 * self.cfg.width // self.cfg.beta_inv] if self.cfg.fast else [])
 
+    @property
+    def stage_channels(self) -> dict[str, list[int]]:
+        "Output channels of res2..res5 per pathway, slow first ({'res2': [256, 32], ..., 'res5': [2048, 256]})."
+        slow = {name: 4 * self.cfg.width * 2 ** i for i, name in enumerate(STAGES)}
+        return {name: [c] + ([c // self.cfg.beta_inv] if self.cfg.fast else []) for name, c in slow.items()}
+
     def split(self, x) -> list[torch.Tensor]:
         "The per-pathway inputs from `[slow, fast]`, `[clip]` or one clip tensor."
         if torch.is_tensor(x): return pack_pathway(x, self.cfg.alpha) if self.cfg.fast else [x]

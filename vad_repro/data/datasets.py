@@ -20,7 +20,7 @@ from .ucf_jhmdb import annotated_frames, frame_annotations, frame_path, load_gt_
 
 # %% auto #0
 __all__ = ['VIDEO_EXTENSIONS', 'GT_PKL', 'Skipped', 'clip_to_tensor', 'summarize_skipped', 'ava_video_source', 'AVADataset',
-           'tube_targets', 'TubeDataset', 'build_dataset', 'pad_sample', 'collate_detection']
+           'tube_targets', 'TubeDataset', 'build_dataset', 'pad_sample', 'unpad_boxes', 'collate_detection']
 
 # %% ../../nbs/15_datasets.ipynb #592b195a
 @dataclass(frozen=True)
@@ -179,6 +179,11 @@ def pad_sample(sample: dict, size: tuple[int, int]) -> dict:
     if "tubes" in sample:
         out["tubes"] = sample["tubes"] * scale
     return out
+
+def unpad_boxes(boxes: torch.Tensor, valid_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
+    "Boxes (..., 4) normalized to a padded frame -> normalized to its valid (unpadded) part, clipped to [0, 1]."
+    (h, w), (H, W) = valid_size, padded_size
+    return (boxes * boxes.new_tensor([W / w, H / h, W / w, H / h])).clamp(0, 1)
 
 def collate_detection(items: list) -> dict:
     "Batch samples: clips stacked `(B, 3, T, H, W)` (padded if sizes differ), lists for the rest; `Skipped` listed in 'skipped'."

@@ -120,7 +120,8 @@ def for_paper(paper: str, train: bool, size: int) -> Compose:
     normalize = Normalize(SLOWFAST_MEAN, SLOWFAST_STD)
     if not train:
         return Compose([ShortSideScale(size), normalize])
-    steps = [ShortSideScale(size, round(size * 320 / 256), max_long=round(size * 1333 / 256))]
+    if paper == "woo": steps = [ShortSideScale(round(size * 256 / 320), size, max_long=round(size * 1333 / 320))]
+    else: steps = [ShortSideScale(size, round(size * 320 / 256), max_long=round(size * 1333 / 256))]
     if paper == "me_stad":
         steps.append(RandomCrop((size, size)))
     return Compose(steps + [RandomHorizontalFlip(), normalize])

@@ -25,13 +25,19 @@ __all__ = ['RUN_RECORD_KEYS', 'predict', 'ava_rows', 'frame_rows', 'score_frame_
 # %% ../../nbs/85_inference.ipynb #11654f4e
 @torch.no_grad()
 def predict(model: nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu"):
-    "Yield (meta, detections) for every sample of `dataset`, in order, model in eval mode."
+    "Yield (meta, detections) for every sample of `dataset`, in order, model in eval mode; boxes relative to each clip."
+    from vad_repro.data.datasets import unpad_boxes
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in loader:
         dets = model(to_device(batch, torch.device(device)))
+        padded = tuple(batch["clip"].shape[-2:])
         for meta, det in zip(batch["meta"], dets):
-            yield meta, {k: v.float().cpu() for k, v in det.items()}
+            det = {k: v.float().cpu() for k, v in det.items()}
+            if tuple(meta.get("valid_size", padded)) != padded:    # a smaller clip padded to the batch: undo
+                det["boxes"] = unpad_boxes(det["boxes"], meta["valid_size"], padded)
+                if "tubes" in det: det["tubes"] = unpad_boxes(det["tubes"], meta["valid_size"], padded)
+            yield meta, det
 
 # %% ../../nbs/85_inference.ipynb #09da4e2b
 def ava_rows(meta: dict, det: dict, action_ids: list[int], min_score: float = 0.0) -> list[tuple]:

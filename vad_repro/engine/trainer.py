@@ -241,7 +241,7 @@ def make_transform(cfg: TrainConfig, train: bool):
 def build_data(cfg: TrainConfig, split: str, train: bool):
     "The dataset of `split` with the config's clip sampling and transforms (J-HMDB/UCF evaluation: `eval_frames`)."
     from vad_repro.data.datasets import build_dataset
-    extra = {"frames": cfg.eval_frames} if cfg.data_format != "ava" and not train else {}
+    extra = {} if cfg.data_format == "ava" else {"split_index": cfg.split_index, **({} if train else {"frames": cfg.eval_frames})}
     return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
                          key=cfg.key, transform=make_transform(cfg, train), **extra)
 
