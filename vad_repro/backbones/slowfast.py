@@ -22,8 +22,8 @@ __all__ = ['STAGE_DEPTHS', 'SLOW_TEMPORAL_KERNELS', 'FAST_TEMPORAL_KERNELS', 'ST
            'Bottleneck', 'NonLocal', 'ResStage', 'LateralFusion', 'make_stage', 'Pathway', 'pack_pathway',
            'init_weights', 'SlowFast', 'key_frame_slice', 'RoIActionHead', 'ClassificationHead', 'PySlowFastModel',
            'build_backbone', 'build_pyslowfast_model', 'slowonly_input', 'ava_input', 'pyslowfast_to_ours',
-           'caffe2_to_pyslowfast', 'read_checkpoint', 'caffe2_state', 'caffe2_shapes', 'load_strict', 'from_pyslowfast',
-           'fixture_state_dict']
+           'caffe2_to_pyslowfast', 'read_checkpoint', 'caffe2_state', 'caffe2_shapes', 'load_strict',
+           'pyslowfast_state', 'from_pyslowfast', 'fixture_state_dict']
 
 # %% ../../nbs/30_slowfast.ipynb #8b7a5253
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}   # bottlenecks in res2..res5
@@ -447,18 +447,23 @@ def load_strict(model: nn.Module, state: dict, source: str, unmapped: list | Non
     load_state_strict(model, caffe2_shapes(model, state), source, unmapped, assign=True)
 
 # %% ../../nbs/30_slowfast.ipynb #834add33
-def from_pyslowfast(state_dict_or_path, arch: str, head: bool = False, **overrides) -> nn.Module:
-    "A PySlowFast checkpoint (.pyth / Caffe2 .pkl / loaded dict) in our `arch` backbone (or full model)."
-    pyslowfast_state, source = read_checkpoint(state_dict_or_path)
-    with torch.device("meta"):                             # no random init: every tensor is loaded
-        model = build_pyslowfast_model(arch, **overrides) if head else build_backbone(arch, **overrides)
+def pyslowfast_state(state_dict_or_path, head: bool = False) -> tuple[dict, list, str]:
+    "A PySlowFast checkpoint's tensors under our names (the head's only with `head=True`), its unmapped keys, its source."
+    pyslowfast, source = read_checkpoint(state_dict_or_path)
     state, unmapped = {}, []
-    for key, value in pyslowfast_state.items():
+    for key, value in pyslowfast.items():
         ours = pyslowfast_to_ours(key)
         if ours is None: unmapped.append(key)
         elif ours.startswith("head."):
             if head: state[ours] = value                   # without head=True: set aside by name
         else: state["backbone." + ours if head else ours] = value
+    return state, unmapped, source
+
+def from_pyslowfast(state_dict_or_path, arch: str, head: bool = False, **overrides) -> nn.Module:
+    "A PySlowFast checkpoint (.pyth / Caffe2 .pkl / loaded dict) in our `arch` backbone (or full model)."
+    state, unmapped, source = pyslowfast_state(state_dict_or_path, head)
+    with torch.device("meta"):                             # no random init: every tensor is loaded
+        model = build_pyslowfast_model(arch, **overrides) if head else build_backbone(arch, **overrides)
     load_strict(model, state, f"{source} ({arch})", unmapped)
     return model
 

@@ -78,23 +78,18 @@ def _fits(layout: str) -> tuple[type, ...]:
             "yowo": (YOWO,)}[layout]
 
 def _load_pyslowfast(module: nn.Module, obj, where: str) -> int:
-    "PySlowFast / Caffe2 tensors into a SlowFast backbone; the classification or RoI head is set aside."
-    from vad_repro.backbones.slowfast import caffe2_shapes, pyslowfast_to_ours, read_checkpoint
+    "PySlowFast / Caffe2 tensors into a SlowFast backbone (`from_pyslowfast`'s renaming); the head is set aside."
+    from vad_repro.backbones.slowfast import caffe2_shapes, pyslowfast_state
     from vad_repro.models import load_state_strict
-    state, source = read_checkpoint(obj)
-    ours, unmapped = {}, []
-    for key, value in state.items():
-        name = pyslowfast_to_ours(key)
-        if name is None: unmapped.append(key)
-        elif not name.startswith("head."): ours[name] = torch.as_tensor(value)
-    load_state_strict(module, caffe2_shapes(module, ours), where, unmapped)
-    return len(ours)
+    state, unmapped, _ = pyslowfast_state(obj)
+    load_state_strict(module, caffe2_shapes(module, state), where, unmapped)
+    return len(state)
 
 def _load_yowo(module: nn.Module, obj, where: str) -> int:
-    "A released YOWO checkpoint (official names) into a YOWO model."
+    "A released YOWO checkpoint (official names) into a YOWO model (`YOWO.from_official`'s renaming)."
     from vad_repro.models import load_state_strict
-    from vad_repro.yowo.model import official_to_ours
-    state = {official_to_ours(k): v for k, v in obj.get("state_dict", obj).items()}
+    from vad_repro.yowo.model import official_state
+    state, _ = official_state(obj)
     load_state_strict(module, state, where)
     return len(state)
 

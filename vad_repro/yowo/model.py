@@ -19,8 +19,8 @@ from .cfam import fusion_for
 from .loss import ANCHORS, RegionLossConfig, decode_detections, region_loss
 
 # %% auto #0
-__all__ = ['TABLE5_BACKBONES', 'TINY', 'YOWOConfig', 'YOWO', 'official_to_ours', 'load_official', 'lfb_clip_indices',
-           'build_feature_bank', 'lfb_feature', 'YOWODetector', 'image_input']
+__all__ = ['TABLE5_BACKBONES', 'TINY', 'YOWOConfig', 'YOWO', 'official_to_ours', 'official_state', 'load_official',
+           'lfb_clip_indices', 'build_feature_bank', 'lfb_feature', 'YOWODetector', 'image_input']
 
 # %% ../../nbs/42_yowo.ipynb #d4767335
 @dataclass
@@ -92,13 +92,16 @@ def official_to_ours(key: str) -> str:
     key = key.removeprefix("module.")
     return "fusion." + key[len("cfam."):] if key.startswith("cfam.") else key
 
-def load_official(cls, state_dict_or_path, num_classes: int = 24, backbone_3d: str = "resnext101", **cfg_kwargs):
-    "Build `cls` (YOWO or YOWODetector) with the official architecture and load a released checkpoint strictly."
+def official_state(state_dict_or_path) -> tuple[dict, str]:
+    "A released checkpoint (path, `{'state_dict': ...}` or a state dict) under our names, and where it came from."
     state, where = state_dict_or_path, "state dict"
     if isinstance(state, (str, Path)):
         where, state = str(state), torch.load(state, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    state = {official_to_ours(k): v for k, v in state.items()}
+    return {official_to_ours(k): v for k, v in state.get("state_dict", state).items()}, where
+
+def load_official(cls, state_dict_or_path, num_classes: int = 24, backbone_3d: str = "resnext101", **cfg_kwargs):
+    "Build `cls` (YOWO or YOWODetector) with the official architecture and load a released checkpoint strictly."
+    state, where = official_state(state_dict_or_path)
     model = cls(YOWOConfig(num_classes=num_classes, backbone_3d=backbone_3d, **cfg_kwargs))
     return load_state_strict(model, state, where)
 
