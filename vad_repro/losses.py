@@ -61,13 +61,13 @@ def giou_loss(pred: Tensor, target: Tensor, reduction: str = "none") -> Tensor:
     return reduce_loss(1 - generalized_box_iou_pairwise(pred, target), reduction)
 
 # %% ../nbs/03_losses.ipynb #82bdd9c8
-def mean_over_processes(value: float, device: torch.device | str = "cpu") -> float:
-    "The mean of a per-process count over all processes (DETR's `num_boxes`); `value` itself without a process group."
+def mean_over_processes(value: float, device: torch.device | str = "cpu", at_least: float = 0.0) -> float:
+    "The mean of a per-process count over all processes (DETR's `num_boxes`), the total first raised to `at_least`."
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return value
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return max(value, at_least)
     total = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(total)
-    return total.item() / dist.get_world_size()
+    return max(total.item(), at_least) / dist.get_world_size()   # the floor on the total: one process's loss under DDP too
 
 def weighted_sum(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     "Σ_k λ_k · L_k over the named unweighted terms, in name order; a term without a weight is an error."

@@ -228,28 +228,29 @@ def woo_tables(train: bool = False) -> list[Table]:
 # %% ../nbs/95_woo_results.ipynb #2f1402f3
 OVERFIT_DIR = Path("results/woo_overfit")
 
-def record_overfit(run_dir: str | Path, seconds: float, out_dir: str | Path = OVERFIT_DIR, threads: int = 2) -> dict:
-    "Copy a finished `woo_overfit` run's logs to `out_dir` with a summary: wall time, hardware, the evaluations."
+def record_overfit(run_dir: str | Path, seconds: float, out_dir: str | Path = OVERFIT_DIR, threads: int = 2,
+                   config: str = "woo_overfit") -> dict:
+    "Copy a finished overfit run's logs to `out_dir` with a summary: wall time, hardware, the evaluations."
     import shutil
     from vad_repro.engine.trainer import read_jsonl
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "eval.jsonl", "loss.png", "config.json"): shutil.copy(Path(run_dir) / name, out / name)
     evals = read_jsonl(Path(run_dir) / "eval.jsonl")
-    summary = {"config": "woo_overfit", "wall_seconds": round(seconds), "steps": len(read_jsonl(Path(run_dir) / "metrics.jsonl")),
+    summary = {"config": config, "wall_seconds": round(seconds), "steps": len(read_jsonl(Path(run_dir) / "metrics.jsonl")),
                "final_mAP": evals[-1]["mAP"], "final_chance_mAP": evals[-1]["chance_mAP"], "hardware": hardware(),
                "threads": threads, "torch": torch.__version__, "evals": evals}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
-def train_overfit(run_dir: str | Path, out_dir: str | Path = OVERFIT_DIR, threads: int = 2) -> dict:
-    "Train `woo_overfit` with the command line into `run_dir` (wall time measured around it) and record it."
+def train_overfit(run_dir: str | Path, out_dir: str | Path = OVERFIT_DIR, threads: int = 2, config: str = "woo_overfit") -> dict:
+    "Train `config` (an overfit config) with the command line into `run_dir` (wall time measured around it) and record it."
     import subprocess, sys, time
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
-    cmd = [sys.executable, "-m", "vad_repro.cli", "train", "--config", "woo_overfit", "--out", str(run_dir)]
+    cmd = [sys.executable, "-m", "vad_repro.cli", "train", "--config", config, "--out", str(run_dir)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if res.returncode: raise RuntimeError(f"woo_overfit failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    return record_overfit(run_dir, time.time() - t0, out_dir, threads)
+    if res.returncode: raise RuntimeError(f"{config} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return record_overfit(run_dir, time.time() - t0, out_dir, threads, config)
 
 # %% ../nbs/95_woo_results.ipynb #fec933a3
 SWEEP_NAMES = ["woo_sr50", "woo_sr50_e2e", "woo_sr50_e2e_es", "woo_sr50_e2e_et", "woo_sr50_dilated_res5",

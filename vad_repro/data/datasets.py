@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .ava import (AVA_FPS, ava_files, keyframe_targets, read_ava_csv, read_excluded,
+from .ava import (AVA_FPS, ava_files, keyframe_targets, read_ava_csv, read_excluded, read_proposals,
                                 read_labelmap, timestamp_to_frame)
 from .decode import VideoDecodeError, clip_indices, read_clip, num_video_frames
 from .ucf_jhmdb import annotated_frames, frame_annotations, frame_path, load_gt_pkl, split_videos
@@ -82,7 +82,7 @@ class AVADataset(_ClipDataset):
     "AVA key frames (real or synthetic) as samples of the shared format."
     fmt = "ava"
     def __init__(self, root, split: str, num_frames: int, stride: int, key: str = "center",
-                 transform=None, skip_bad: bool = False):
+                 transform=None, skip_bad: bool = False, proposals: bool = False):
         super().__init__(num_frames, stride, key, transform, skip_bad)
         self.root, files = Path(root), ava_files(root, split)
         labelmap = read_labelmap(files["labelmap"])
@@ -95,6 +95,10 @@ class AVADataset(_ClipDataset):
         self.samples = sorted(k for k in self.keyframes if k not in excluded)   # [(video, timestamp)]
         self.gt_files = {k: files[k] for k in ("gt_csv", "labelmap", "excluded", "proposals")}
         self.gt_files["videos"] = sorted({v for v, _ in self.samples})
+        self.proposals = None                             # {(video, ts): (boxes, scores)} with proposals=True
+        if proposals:
+            if not files["proposals"]: raise FileNotFoundError(f"{root}: no person-proposal CSV for split {split!r}")
+            self.proposals = read_proposals(files["proposals"])
 
     def __getitem__(self, i: int):
         video, ts = self.samples[i]
@@ -105,7 +109,11 @@ class AVADataset(_ClipDataset):
         boxes, labels, person_ids = keyframe_targets(self.keyframes[(video, ts)], self.action_ids)
         meta = {"video_id": video, "key_frame": key_frame, "timestamp": ts, "orig_size": tuple(clip.shape[-2:]),
                 "dataset": "ava", "person_ids": person_ids.tolist()}
-        return self._finish({"clip": clip, "boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "meta": meta})
+        sample = {"clip": clip, "boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "meta": meta}
+        if self.proposals is not None:                    # the person detector's boxes, scores as a (N, 1) 'label'
+            pb, ps = self.proposals.get((video, ts), (np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+            sample["box_groups"] = {"proposals": {"boxes": torch.from_numpy(pb), "labels": torch.from_numpy(ps)[:, None]}}
+        return self._finish(sample)
 
 # %% ../../nbs/15_datasets.ipynb #1b83b94c
 GT_PKL = {"jhmdb": "JHMDB-GT.pkl", "ucf": "UCF101v2-GT.pkl"}
@@ -178,6 +186,8 @@ def pad_sample(sample: dict, size: tuple[int, int]) -> dict:
                boxes=sample["boxes"] * scale, meta=dict(sample["meta"], valid_size=(h, w)))
     if "tubes" in sample:
         out["tubes"] = sample["tubes"] * scale
+    if "box_groups" in sample:                              # neighbour keyframes, proposals: rescaled alike
+        out["box_groups"] = {n: dict(g, boxes=g["boxes"] * scale) for n, g in sample["box_groups"].items()}
     return out
 
 def unpad_boxes(boxes: torch.Tensor, valid_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
@@ -196,4 +206,9 @@ def collate_detection(items: list) -> dict:
              "meta": [s["meta"] for s in kept], "skipped": [s.reason for s in items if isinstance(s, Skipped)]}
     if kept and all("tubes" in s for s in kept):
         batch["tubes"], batch["tube_valid"] = [s["tubes"] for s in kept], [s["tube_valid"] for s in kept]
+    if kept and all("box_groups" in s for s in kept):       # {name: {entry: [B tensors]}}
+        names = sorted(kept[0]["box_groups"])
+        if any(sorted(s["box_groups"]) != names for s in kept):
+            raise ValueError(f"samples of one batch have different box groups: {[sorted(s['box_groups']) for s in kept]}")
+        batch["box_groups"] = {n: {e: [s["box_groups"][n][e] for s in kept] for e in kept[0]["box_groups"][n]} for n in names}
     return batch

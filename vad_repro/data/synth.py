@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .ava import AVA_FPS, AVA_SEGMENT_START
+from .ava import AVA_FPS, AVA_SEGMENT_START, AVAFormatError, KeyFrame, _parse_box
 from .decode import write_video
 
 # %% auto #0
 __all__ = ['POSE_CLASSES', 'INTERACTION_CLASSES', 'NEUTRAL', 'RAMP_PERIOD', 'WAVE_PERIOD', 'POSE_FREQUENCY', 'SIZES',
            'AVA_CLASSES', 'FORMATS', 'SYNTH_VERSION', 'pose_at', 'random_phase', 'Actor', 'actor_parts', 'actor_box',
            'draw_actor', 'visible_box', 'make_background', 'render', 'draw_handshake', 'annotate', 'sample_segments',
-           'sample_actor', 'SynthSize', 'make_ava_video', 'write_ava', 'make_trimmed_video', 'tubes_from',
-           'write_trimmed', 'generate', 'default_cache_dir', 'ensure', 'main']
+           'sample_actor', 'SynthSize', 'make_ava_video', 'write_ava', 'dense_truth_path', 'read_dense_truth',
+           'make_trimmed_video', 'tubes_from', 'write_trimmed', 'generate', 'default_cache_dir', 'ensure', 'main']
 
 # %% ../../nbs/14_synth.ipynb #f45523f0
 POSE_CLASSES = ["stand_up", "sit_down", "wave_fast", "wave_slow", "arm_raised"]
@@ -229,15 +229,23 @@ def _labelmap_text() -> str:
     return "".join(f'item {{\n  name: "{name}"\n  id: {i + 1}\n}}\n' for i, name in enumerate(AVA_CLASSES))
 
 # %% ../../nbs/14_synth.ipynb #7b601104
+def _truth_rows(video: str, stamp: str, found: list, size: int) -> list[str]:
+    "GT rows `video,stamp,x1,y1,x2,y2,action,person` of the actors `found` on one frame (one row per action)."
+    rows = []
+    for i, box, cls, handshake in found:
+        x1, y1, x2, y2 = box / size
+        for action in [cls + 1] + ([len(POSE_CLASSES) + 1] if handshake else []):
+            rows.append(f"{video},{stamp},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{action},{i}")
+    return rows
+
 def _ava_rows(video: str, annotations: list, size: int, rng) -> tuple[list, list]:
     "GT rows `video,ts,x1,y1,x2,y2,action,person` and proposal rows of one video's key frames."
     gt, proposals = [], []
     n_frames = len(annotations)
     for ts in range(AVA_SEGMENT_START + 2, AVA_SEGMENT_START + n_frames // AVA_FPS):
-        for i, box, cls, handshake in annotations[(ts - AVA_SEGMENT_START) * AVA_FPS]:
-            x1, y1, x2, y2 = box / size
-            for action in [cls + 1] + ([len(POSE_CLASSES) + 1] if handshake else []):
-                gt.append(f"{video},{ts:04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{action},{i}")
+        found = annotations[(ts - AVA_SEGMENT_START) * AVA_FPS]
+        gt += _truth_rows(video, f"{ts:04d}", found, size)
+        for i, box, cls, handshake in found:
             jx1, jy1, jx2, jy2 = np.clip(box / size + rng.normal(0, 0.02, 4), 0, 1)
             if jx2 - jx1 > 0.01 and jy2 - jy1 > 0.01:
                 proposals.append(f"{video},{ts:04d},{jx1:.3f},{jy1:.3f},{jx2:.3f},{jy2:.3f},,{rng.uniform(0.8, 1):.6f}")
@@ -245,13 +253,17 @@ def _ava_rows(video: str, annotations: list, size: int, rng) -> tuple[list, list
         proposals.append(f"{video},{ts:04d},{fx:.3f},{fy:.3f},{fx + 0.2:.3f},{fy + 0.3:.3f},,{rng.uniform(0.05, 0.5):.6f}")
     return gt, proposals
 
+def _dense_rows(video: str, annotations: list, size: int) -> list[str]:
+    "Truth rows `video,frame,x1,y1,x2,y2,action,person` of every frame (0-based); draws nothing at random."
+    return [row for t, found in enumerate(annotations) for row in _truth_rows(video, str(t), found, size)]
+
 def write_ava(out: Path, cfg: SynthSize, seed: int) -> None:
     "Write the AVA-format benchmark under `out` (annotations/, videos/)."
     (out / "annotations").mkdir(parents=True); (out / "videos").mkdir()
     (out / "annotations" / "ava_action_list_v2.2.pbtxt").write_text(_labelmap_text())
     index = 0
     for split, n_videos in zip(("train", "val"), cfg.videos):
-        gt, proposals, excluded = [], [], []
+        gt, proposals, excluded, dense = [], [], [], []
         for v in range(n_videos):
             rng = np.random.default_rng([seed, 0, index]); index += 1
             video = f"synth{seed}_{split}_{v:03d}"
@@ -261,13 +273,47 @@ def write_ava(out: Path, cfg: SynthSize, seed: int) -> None:
             if v == 0:                                    # one excluded key frame per split
                 excluded.append(f"{video},{AVA_SEGMENT_START + 2:04d}")
                 rows = [r for r in rows if not r.startswith(excluded[-1] + ",")]
-            gt += rows; proposals += props
+            gt += rows; proposals += props; dense += _dense_rows(video, annotations, cfg.size)
         _write_lines(out / "annotations" / f"ava_{split}_v2.2.csv", gt)
         _write_lines(out / "annotations" / f"ava_{split}_predicted_boxes.csv", proposals)
         _write_lines(out / "annotations" / f"ava_{split}_excluded_timestamps_v2.2.csv", excluded)
+        _write_lines(dense_truth_path(out, split), dense)
+
+def dense_truth_path(root, split: str) -> Path:
+    "Where the synthetic AVA keeps the per-frame truth of `split` ('train', 'val'; 'test' means 'val')."
+    split = "val" if split in ("val", "test") else split
+    return Path(root) / "annotations" / f"synth_{split}_dense_truth.csv"
 
 def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines))
+
+# %% ../../nbs/14_synth.ipynb #2811d021
+def _parse_dense_row(row: list[str], where: str, labelmap) -> tuple:
+    "`(video, frame, box_key, box, action_id, person_id)` of a dense-truth row; raise naming `where`."
+    if len(row) != 8:
+        raise AVAFormatError(f"{where}: expected 8 columns (video,frame,x1,y1,x2,y2,action_id,person_id), got {len(row)}")
+    if not row[1].strip().isdigit():
+        raise AVAFormatError(f"{where}: frame {row[1]!r} is not a 0-based frame index")
+    box = _parse_box(row, where)
+    if not row[6].strip().isdigit() or int(row[6]) not in labelmap:
+        raise AVAFormatError(f"{where}: action id {row[6]!r} is not in the label map")
+    if not row[7].strip().lstrip("-").isdigit():
+        raise AVAFormatError(f"{where}: person id {row[7]!r} is not an integer")
+    return row[0], int(row[1]), ",".join(row[2:6]), box, int(row[6]), int(row[7])
+
+def read_dense_truth(path, labelmap: dict) -> dict:
+    "`{(video_id, frame): KeyFrame}` of a dense-truth CSV (0-based frames); rows of one actor merged, as `read_ava_csv`."
+    path = Path(path)
+    frames = {}
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            video, t, key, box, action, person = _parse_dense_row(row, f"{path}:{line}", labelmap)
+            kf = frames.setdefault((video, t), KeyFrame())
+            if key not in kf.box_keys:
+                kf.box_keys[key] = len(kf.boxes)
+                kf.boxes.append(box); kf.actions.append(set()); kf.person_ids.append(person)
+            kf.actions[kf.box_keys[key]].add(action)
+    return frames
 
 # %% ../../nbs/14_synth.ipynb #fa9c1828
 def make_trimmed_video(rng, cfg: SynthSize, cls: int, untrimmed: bool) -> tuple[np.ndarray, list, int]:
@@ -331,7 +377,8 @@ def _write_frames(folder: Path, frames: np.ndarray) -> None:
 
 # %% ../../nbs/14_synth.ipynb #1ca5c44e
 FORMATS = ("ava", "jhmdb", "ucf")
-SYNTH_VERSION = 1          # bump when the generator changes: cached copies are regenerated
+SYNTH_VERSION = 2          # bump when the generator changes: cached copies are regenerated
+                           # 2: adds annotations/synth_{split}_dense_truth.csv (videos and other files unchanged)
 
 def generate(fmt: str, size: str, seed: int, out) -> Path:
     "Write the synthetic benchmark `fmt` ('ava', 'jhmdb', 'ucf') of `size` under the new folder `out`."

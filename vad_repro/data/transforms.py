@@ -44,7 +44,7 @@ class ShortSideScale:
 
 # %% ../../nbs/13_transforms.ipynb #97f1712d
 def crop_sample(sample: dict, x0: int, y0: int, w: int, h: int) -> dict:
-    "Crop clip, boxes and tubes to the window `(x0, y0, w, h)` (pixels); drop boxes left outside."
+    "Crop clip, boxes, tubes and box groups to the window `(x0, y0, w, h)` (pixels); drop boxes left outside."
     _, _, H, W = sample["clip"].shape
     def to_crop(b):                                        # normalized (..., 4) -> (normalized in the window, keep)
         cropped, keep = crop_boxes(denormalize_boxes(b, (H, W)), y0, x0, h, w)
@@ -55,7 +55,14 @@ def crop_sample(sample: dict, x0: int, y0: int, w: int, h: int) -> dict:
     if "tubes" in sample:
         tubes, inside = to_crop(sample["tubes"][keep])                                # (N, T, 4), (N, T)
         out["tubes"], out["tube_valid"] = tubes, sample["tube_valid"][keep] & inside
+    if "box_groups" in sample:
+        out["box_groups"] = {name: _crop_group(g, to_crop) for name, g in sample["box_groups"].items()}
     return out
+
+def _crop_group(group: dict, to_crop) -> dict:
+    "A box group `{boxes (N, 4), labels (N, K), ...}` (rows per box) through `to_crop`; outside rows dropped."
+    boxes, keep = to_crop(group["boxes"])
+    return {name: (boxes if name == "boxes" else rows)[keep] for name, rows in group.items()}
 
 class RandomCrop:
     "Crop a random `(h, w)` window (the whole side when the clip is smaller)."
@@ -76,10 +83,12 @@ class CenterCrop(RandomCrop):
 
 # %% ../../nbs/13_transforms.ipynb #98e9300d
 def hflip_sample(sample: dict) -> dict:
-    "Mirror clip, boxes and tubes left-right."
+    "Mirror clip, boxes, tubes and box groups left-right."
     out = dict(sample, clip=sample["clip"].flip(-1), boxes=hflip_boxes(sample["boxes"]))   # normalized: x -> 1 - x
     if "tubes" in sample:
         out["tubes"] = hflip_boxes(sample["tubes"])
+    if "box_groups" in sample:
+        out["box_groups"] = {name: dict(g, boxes=hflip_boxes(g["boxes"])) for name, g in sample["box_groups"].items()}
     return out
 
 class RandomHorizontalFlip:

@@ -38,9 +38,9 @@ from ..losses import weighted_sum
 __all__ = ['resolve_steps', 'lr_factor', 'make_scheduler', 'lr_curve', 'freeze_parameters', 'make_optimizer', 'ModelEMA',
            'freeze_batchnorm', 'NonFiniteLossError', 'check_finite', 'sample_seed', 'isolated_rng', 'SeededSamples',
            'MetricsLog', 'read_jsonl', 'Progress', 'format_seconds', 'plot_losses', 'data_root', 'eval_transform',
-           'make_transform', 'build_data', 'collate', 'to_device', 'TrainingInterrupted', 'StopSignals',
-           'ignore_stop_signals', 'stop_workers', 'seed_everything', 'loss_reduction', 'loss_weights',
-           'set_deterministic', 'Trainer']
+           'make_transform', 'build_data', 'collate', 'build_pairs', 'collate_pairs', 'to_device',
+           'TrainingInterrupted', 'StopSignals', 'ignore_stop_signals', 'stop_workers', 'seed_everything',
+           'loss_reduction', 'loss_weights', 'set_deterministic', 'Trainer']
 
 # %% ../../nbs/82_trainer.ipynb #52557edc
 def resolve_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
@@ -98,9 +98,11 @@ class ModelEMA:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module):
+    def update(self, model: nn.Module, decay: float | None = None):
+        "One step; `decay=0` copies the weights (before `TrainConfig.ema_start`)."
+        d = self.decay if decay is None else decay
         for avg, new in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if avg.is_floating_point(): avg.mul_(self.decay).add_(new.detach(), alpha=1 - self.decay)
+            if avg.is_floating_point(): avg.mul_(d).add_(new.detach(), alpha=1 - d)
             else: avg.copy_(new)
 
     def state_dict(self) -> dict: return self.module.state_dict()
@@ -241,7 +243,8 @@ def make_transform(cfg: TrainConfig, train: bool):
 def build_data(cfg: TrainConfig, split: str, train: bool):
     "The dataset of `split` with the config's clip sampling and transforms (J-HMDB/UCF evaluation: `eval_frames`)."
     from vad_repro.data.datasets import build_dataset
-    extra = {} if cfg.data_format == "ava" else {"split_index": cfg.split_index, **({} if train else {"frames": cfg.eval_frames})}
+    extra = {"proposals": True} if cfg.data_format == "ava" and cfg.proposals else {}
+    if cfg.data_format != "ava": extra = {"split_index": cfg.split_index, **({} if train else {"frames": cfg.eval_frames})}
     return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
                          key=cfg.key, transform=make_transform(cfg, train), **extra)
 
@@ -249,6 +252,19 @@ def collate(items: list[dict]) -> dict:
     "`vad_repro.data.collate_detection` (imported lazily so the engine imports without the data band)."
     from vad_repro.data.datasets import collate_detection
     return collate_detection(items)
+
+def build_pairs(cfg: TrainConfig, labeled):
+    "Each labeled clip with an unlabeled one of the same split (ME-STAD §3.4): `SemiSupervisedPairs`."
+    from vad_repro.data.unlabeled import SemiSupervisedPairs, UnlabeledAVADataset
+    if cfg.data_format != "ava": raise ValueError(f"config {cfg.name}: unlabeled clips need AVA-format data, not {cfg.data_format!r}")
+    unlabeled = UnlabeledAVADataset(data_root(cfg), cfg.train_split, cfg.num_frames, cfg.stride, key=cfg.key,
+                                    transform=make_transform(cfg, True))
+    return SemiSupervisedPairs(labeled, unlabeled)
+
+def collate_pairs(items: list[dict]) -> dict:
+    "`vad_repro.data.unlabeled.collate_semi_supervised`: the labeled batch with batch['unlabeled']."
+    from vad_repro.data.unlabeled import collate_semi_supervised
+    return collate_semi_supervised(items)
 
 def to_device(batch: dict, device: torch.device) -> dict:
     "Tensors (and lists of tensors) of a collated batch onto `device`; the clip channels-last on CUDA."
@@ -336,6 +352,7 @@ class Trainer:
         self.resume_from = latest_checkpoint(self.run_dir / "checkpoints") if resume else None
         self.ctx: DistContext = init_distributed(device)
         self.train_set = train_set if train_set is not None else build_data(cfg, cfg.train_split, train=True)
+        self.pair_set = build_pairs(cfg, self.train_set) if cfg.unlabeled else None   # from step ema_start on
         self.val_set, self.evaluate_fn = val_set, evaluate_fn
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         set_deterministic(self.ctx.device)
@@ -386,6 +403,9 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict:
         "Steps 1–3 of the notebook; returns the step's metrics record."
+        model = unwrap_model(self.model)
+        if hasattr(model, "before_step"):                     # a mean-teacher model gets the EMA once burn-in is over
+            model.before_step(self.step, self.ema.module if self.ema and self.step > self.cfg.ema_start else None)
         losses, weights = self.forward_losses(batch), loss_weights(self.model)
         names = sorted(losses)
         scale = self.ctx.world_size if loss_reduction(self.model) == "sum" else 1   # DDP averages gradients
@@ -395,6 +415,7 @@ class Trainer:
         record = {"step": self.step, "loss": sum(weighted.values()), **terms, **weighted,
                   "lr": self.optimizer.param_groups[-1]["lr"]}
         if batch.get("skipped"): record["skipped"] = len(batch["skipped"])   # unreadable clips (skip_bad datasets)
+        if hasattr(model, "step_stats"): record.update(model.step_stats())       # e.g. ME-STAD's pseudo-label counts
         check_finite({**terms, "loss": record["loss"]}, self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(scale * weighted_sum(losses, weights)).backward()
@@ -403,14 +424,16 @@ class Trainer:
         record["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm or float("inf")).item()
         check_finite({"total": record["grad_norm"]}, self.step, "gradient norm")
         self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
-        if self.ema: self.ema.update(unwrap_model(self.model))
+        if self.ema: self.ema.update(model, decay=0.0 if self.step <= self.cfg.ema_start else None)
         return record
 
     def loader(self) -> DataLoader:
         "The DataLoader of the current epoch, starting at the current data position."
         self.sampler.set_position(self.epoch, self.batch_in_epoch)
         gen = torch.Generator().manual_seed(sample_seed(self.cfg.seed, self.epoch, -1))
-        return DataLoader(SeededSamples(self.train_set, self.cfg.seed), batch_sampler=self.sampler, collate_fn=collate,
+        pairs = self.pair_set is not None and self.step >= self.cfg.ema_start
+        dataset, collate_fn = (self.pair_set, collate_pairs) if pairs else (self.train_set, collate)
+        return DataLoader(SeededSamples(dataset, self.cfg.seed), batch_sampler=self.sampler, collate_fn=collate_fn,
                           num_workers=self.cfg.num_workers, generator=gen, pin_memory=self.ctx.device.type == "cuda",
                           worker_init_fn=ignore_stop_signals if self.cfg.num_workers else None)
 
@@ -450,6 +473,7 @@ class Trainer:
                         signum = max_over_ranks(stop.signum, self.ctx.device)   # every rank stops at the same step
                         if signum: raise self.interrupted(signum)
                         if self.step >= self.total: break
+                        if self.pair_set is not None and self.step == self.cfg.ema_start: break   # burn-in over: pairs from now on
                 finally:
                     stop_workers(batches)
         result = self.evaluate() if self.val_set is not None else {}

@@ -88,7 +88,7 @@ class WOODetector(nn.Module):
         idx = matched_indices(matches)
         logits = out["action_logits"][idx].float()                          # (M, K)
         labels = torch.cat([l[g] for l, (_, g) in zip(batch["labels"], matches)]).to(logits)   # (M, K) multi-hot
-        M = max(mean_over_processes(float(len(logits)), logits.device), 1.0)   # the batch's mean over M·K, also under DDP
+        M = mean_over_processes(float(len(logits)), logits.device, at_least=1.0)   # the batch's mean over M·K, also under DDP
         bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
         losses["loss_act"] = bce / (M * out["action_logits"].shape[-1])
         return losses
