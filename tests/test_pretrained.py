@@ -173,3 +173,53 @@ def test_released_yowo_checkpoint_into_the_whole_model(tmp_path):
     rec = initialise(model, {"": path})[0]
     assert rec["layout"] == "yowo" and rec["tensors"] == len(state)
     assert torch.equal(model.state_dict()["fusion.conv_bn_relu1.0.weight"], state["cfam.conv_bn_relu1.0.weight"])
+
+
+# --- the CQ backbones' layouts (issue 13): files made from the official key/shape fixtures, recognised and loaded strictly
+BACKBONE_FIXTURES = [  # (fixture, how the file is saved, layout detected, registry name, build overrides)
+    ("csn152_vmz_caffe2_blobs.json", "pkl", "vmz", "csn152", {}),
+    ("csn152_mmaction2_state_dict.json", "pth", "mmaction2", "csn152", {}),
+    ("vit_b_videomae_finetune_k400.json", "pth", "videomae", "vit_b_videomae", {}),
+    ("vit_b_videomae_pretrain.json", "pth", "videomae", "vit_b_videomae", {"final_norm": True}),
+    ("vit_b_videomae_transformers_k400.json", "pth", "transformers", "vit_b_videomae", {}),
+]
+
+
+@pytest.mark.parametrize("fixture,kind,layout,name,overrides", BACKBONE_FIXTURES)
+def test_cq_backbone_layouts_are_recognised_and_load(tmp_path, fixture, kind, layout, name, overrides):
+    import pickle
+    from vad_repro import models
+    from vad_repro.engine.pretrained import initialise
+    fx = json.loads((ROOT / "tests/fixtures" / fixture).read_text())
+    if layout in ("vmz", "mmaction2"):
+        from vad_repro.backbones.csn import fixture_state_dict
+    else:
+        from vad_repro.backbones.vit import fixture_state_dict
+    state = fixture_state_dict(fx)
+    path = tmp_path / f"weights.{kind}"
+    if kind == "pkl":
+        with open(path, "wb") as f: pickle.dump({"blobs": {k: v.numpy() for k, v in state.items()}}, f)
+    else:
+        torch.save({"model": state} if layout == "videomae" else state, path)
+    net = models.build(name, **overrides)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rec = initialise(net, {"": path})[0]
+    assert rec["layout"] == layout and rec["tensors"] > 0
+    changed = sum(not torch.equal(before[k], v) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked"))
+    assert changed == len([k for k in before if not k.endswith("num_batches_tracked")])   # every tensor came from the file
+
+
+def test_a_backbone_checkpoint_in_the_wrong_backbone_fails_clearly(tmp_path):
+    from vad_repro import models
+    from vad_repro.engine.pretrained import InitError, initialise
+    from vad_repro.backbones.vit import fixture_state_dict
+    fx = json.loads((ROOT / "tests/fixtures/vit_b_videomae_pretrain.json").read_text())
+    torch.save(fixture_state_dict(fx), tmp_path / "pretrain.pth")
+    with pytest.raises(InitError, match="fits a ViT; the part is a CSN"):
+        initialise(models.build("csn_tiny"), {"": tmp_path / "pretrain.pth"})
+    with pytest.raises(InitError, match="final_norm=True"):
+        initialise(models.build("vit_b_videomae"), {"": tmp_path / "pretrain.pth"})
+    fine = json.loads((ROOT / "tests/fixtures/vit_b_videomae_finetune_k400.json").read_text())
+    torch.save({"module": fixture_state_dict(fine)}, tmp_path / "finetuned.pth")
+    with pytest.raises(Exception, match="shape mismatches"):                  # ViT-B weights into the tiny ViT
+        initialise(models.build("vit_tiny"), {"": tmp_path / "finetuned.pth"})

@@ -21,9 +21,8 @@ __all__ = ['LAYOUTS', 'PENDING_LAYOUTS', 'InitError', 'parse_init', 'split_layou
            'check_initialisation']
 
 # %% ../../nbs/88_pretrained.ipynb #c0612c2d
-LAYOUTS = ("pyslowfast", "kinetics3d", "darknet", "yowo")
-PENDING_LAYOUTS = {"vmz": "ir-CSN-152 (VMZ)", "mmaction2": "ir-CSN-152 (mmaction2)",
-                   "videomae": "ViT-B (VideoMAE)", "transformers": "ViT-B (Hugging Face VideoMAEModel)"}
+LAYOUTS = ("pyslowfast", "kinetics3d", "darknet", "yowo", "vmz", "mmaction2", "videomae", "transformers")
+PENDING_LAYOUTS: dict[str, str] = {}   # layouts named before their importer lands (none now)
 
 class InitError(ValueError):
     "Initial weights that cannot be used as asked: the message names the part, the file and what to do."
@@ -48,19 +47,30 @@ def read_weights_file(path: Path):
     try:
         if path.suffix == ".pkl":
             with open(path, "rb") as f: return pickle.load(f, encoding="latin1")
+        if path.suffix == ".mat":                             # TubeR's conversion of the VMZ blobs
+            from vad_repro.backbones.csn import read_checkpoint as read_csn
+            return read_csn(path)[0]
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:   # a truncated or foreign file: say which one
         raise InitError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 
 def _state_keys(obj) -> list[str]:
-    state = obj.get("state_dict", obj.get("model_state", obj)) if isinstance(obj, dict) else {}
+    state = obj if isinstance(obj, dict) else {}
+    for wrapper in ("state_dict", "model_state", "model", "module"):       # VideoMAE wraps in 'model' / 'module'
+        if isinstance(state.get(wrapper), dict): state = state[wrapper]; break
     return [k.removeprefix("module.") for k in state if isinstance(k, str)] if isinstance(state, dict) else []
 
 def detect_layout(path: Path, obj) -> str:
     "The layout of a checkpoint, from its suffix and keys; InitError listing the first keys when unknown."
     if path.suffix == ".weights": return "darknet"
+    blobs = obj.get("blobs", obj) if isinstance(obj, dict) else {}
+    if path.suffix == ".mat" or any(isinstance(k, str) and k.startswith(("comp_", "shortcut_projection_")) for k in blobs):
+        return "vmz"
     if isinstance(obj, dict) and ("blobs" in obj or "model_state" in obj): return "pyslowfast"
-    keys = _state_keys(obj)
+    keys = [k.removeprefix("backbone.") for k in _state_keys(obj)]
+    if any(k.startswith(("patch_embed.", "blocks.", "encoder.patch_embed.")) for k in keys): return "videomae"
+    if any(k.startswith(("embeddings.patch_embeddings.", "videomae.embeddings.")) for k in keys): return "transformers"
+    if any(re.match(r"(conv1\.conv|layer\d\.\d+\.conv\d\.conv)\.weight$", k) for k in keys): return "mmaction2"
     if any(k.startswith(("backbone_3d.", "backbone_2d.", "cfam.")) for k in keys): return "yowo"
     if any(re.match(r"s\d(_fuse)?\.", k) for k in keys): return "pyslowfast"
     if any(k.startswith(("conv1.", "layer1.", "features.")) for k in keys): return "kinetics3d"
@@ -70,12 +80,13 @@ def detect_layout(path: Path, obj) -> str:
 # %% ../../nbs/88_pretrained.ipynb #05d75025
 def _fits(layout: str) -> tuple[type, ...]:
     "The module classes a layout's importer can fill."
-    from vad_repro.backbones import darknet, efficient3d, slowfast
+    from vad_repro.backbones import csn, darknet, efficient3d, slowfast, vit
     from vad_repro.yowo.model import YOWO
     kinetics3d = (efficient3d.ResNet3d, efficient3d.ShuffleNetV1, efficient3d.ShuffleNetV2,
                   efficient3d.MobileNetV1, efficient3d.MobileNetV2)
     return {"pyslowfast": (slowfast.SlowFast,), "kinetics3d": kinetics3d, "darknet": (darknet.Darknet,),
-            "yowo": (YOWO,)}[layout]
+            "yowo": (YOWO,), "vmz": (csn.CSN,), "mmaction2": (csn.CSN,), "videomae": (vit.ViT,),
+            "transformers": (vit.ViT,)}[layout]
 
 def _load_pyslowfast(module: nn.Module, obj, where: str) -> int:
     "PySlowFast / Caffe2 tensors into a SlowFast backbone (`from_pyslowfast`'s renaming); the head is set aside."
@@ -91,6 +102,20 @@ def _load_yowo(module: nn.Module, obj, where: str) -> int:
     from vad_repro.yowo.model import official_state
     state, _ = official_state(obj)
     load_state_strict(module, state, where)
+    return len(state)
+
+def _load_backbone_state(module: nn.Module, layout: str, obj, where: str) -> int:
+    "CSN (vmz, mmaction2) and ViT (videomae, transformers) tensors under our names into the backbone, strictly."
+    from vad_repro.backbones import csn, vit
+    from vad_repro.models import load_state_strict
+    reader = {"vmz": csn.vmz_state, "mmaction2": csn.mmaction2_csn_state, "videomae": vit.videomae_state,
+              "transformers": vit.transformers_state}[layout]
+    state, unmapped, _ = reader(obj)
+    if layout in ("videomae", "transformers") and vit.has_final_norm(state) and not module.cfg.final_norm:
+        raise InitError(f"{where}: the checkpoint carries the encoder's final norm (a pre-training checkpoint), the part "
+                        f"was built with final_norm=False: build the backbone with final_norm=True or pass a fine-tuned one")
+    if layout in ("vmz", "mmaction2"): state = csn.fit_shapes(module, state)      # Caffe2 / .mat vectors to our shapes
+    load_state_strict(module, state, where, unmapped)
     return len(state)
 
 def check_layout(layout: str, path: Path) -> None:
@@ -109,6 +134,8 @@ def load_part(module: nn.Module, layout: str, path: Path, obj) -> int:
     where = f"{path} ({layout})"
     if layout == "pyslowfast": return _load_pyslowfast(module, obj if obj is not None else path, where)
     if layout == "yowo": return _load_yowo(module, obj, where)
+    if layout in ("vmz", "mmaction2", "videomae", "transformers"):
+        return _load_backbone_state(module, layout, obj if obj is not None else path, where)
     if layout == "kinetics3d":
         from vad_repro.backbones.efficient3d import load_kinetics_checkpoint
         return load_kinetics_checkpoint(module, obj, where)["loaded"]
