@@ -246,11 +246,11 @@ def key_frame_slice(features: dict, clip_frames: int, key_frame: int | None = No
 
 # %% ../../nbs/30_slowfast.ipynb #3a9263c7
 class RoIActionHead(nn.Module):
-    "PySlowFast's ResNetRoIHead: temporal mean, RoIAlign 7×7, spatial max, linear (sigmoid in eval)."
+    "PySlowFast's ResNetRoIHead: temporal mean, RoIAlign 7×7, spatial max, linear (sigmoid in eval unless `probabilities=False`)."
     def __init__(self, channels: list[int], num_classes: int = 80, resolution: int = 7,
-                 spatial_scale: float = 1 / 16, dropout: float = 0.5):
+                 spatial_scale: float = 1 / 16, dropout: float = 0.5, probabilities: bool = True):
         super().__init__()
-        self.resolution, self.spatial_scale = resolution, spatial_scale
+        self.resolution, self.spatial_scale, self.probabilities = resolution, spatial_scale, probabilities
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(sum(channels), num_classes)
 
@@ -258,10 +258,10 @@ class RoIActionHead(nn.Module):
         pooled = []
         for f in features:                                   # (B, C_p, T_p, H, W)
             f = f.mean(2)                                    # (B, C_p, H, W)
-            r = roi_align(f, boxes, self.resolution, self.spatial_scale, 0, aligned=False)
+            r = roi_align(f, boxes.to(f.dtype), self.resolution, self.spatial_scale, 0, aligned=False)
             pooled.append(r.amax((2, 3)))                    # (K, C_p)
         scores = self.projection(self.dropout(torch.cat(pooled, 1)))  # (K, num_classes)
-        return scores if self.training else scores.sigmoid()
+        return scores if self.training or not self.probabilities else scores.sigmoid()
 
 class ClassificationHead(nn.Module):
     "PySlowFast's ResNetBasicHead: global average pool per pathway, linear (softmax in eval)."

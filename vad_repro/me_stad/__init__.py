@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../nbs/66_me_stad_api.ipynb #791072d8
+# %% ../../nbs/66_me_stad_api.ipynb #e343b3b1
 import importlib
 
 _PUBLIC = {"FCOSConfig": "fcos", "FCOSHead": "fcos", "FCOSActorHead": "fcos", "PLAIN_FCOS": "fcos",
            "build_actor_head": "actor_heads",
-           "RoILinearHead": "action_head", "assign_by_iou": "action_head",
+           "me_stad_action_head": "action_head", "assign_by_iou": "action_head",
            "ACRNActionHead": "acrn", "ACRNConfig": "acrn",
            "temporal_label_assignment": "tla", "threshold_pseudo_labels": "tla",
            "MEStadDetector": "model", "MEStadConfig": "model", "me_stad_detector": "model", "build_me_stad": "model",
