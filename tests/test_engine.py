@@ -30,7 +30,7 @@ from vad_repro.engine.config import get_config
 # The minimal detector's tiny config; VAD_REPRO_ENGINE_TEST_CONFIG=yowo_tiny runs the same tests on YOWO.
 CONFIG = os.environ.get("VAD_REPRO_ENGINE_TEST_CONFIG", "minimal_tiny")
 # resume and DDP also run on every paper detector that has landed with a `*_tiny` config on the same data
-RELIABILITY_CONFIGS = [CONFIG] + [c for c in ("woo_tiny", "me_stad_tiny", "me_stad_ssad_tiny") if c != CONFIG]
+RELIABILITY_CONFIGS = [CONFIG] + [c for c in ("woo_tiny", "me_stad_tiny", "me_stad_ssad_tiny", "cq_tiny") if c != CONFIG]
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ def expected(name: str, spe: int):
         return 20, lambda i: 1.0
     if name == "woo_overfit":                                           # ours: cosine 1000 iterations, 20 warm-up
         return 1000, lambda i: 0.5 * (1 + math.cos(math.pi * i / 1000)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
-    if name in ("me_stad_overfit", "me_stad_ssad_synth"):                # ours: cosine 800 / 500 iterations, 20 warm-up
-        n = 800 if name == "me_stad_overfit" else 500
+    if name in ("me_stad_overfit", "me_stad_ssad_synth", "cq_overfit"):  # ours: cosine 800 / 500 iterations, 20 warm-up
+        n = 500 if name == "me_stad_ssad_synth" else 800
         return n, lambda i: 0.5 * (1 + math.cos(math.pi * i / n)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
     if name == "minimal_small":                                         # ours: cosine 600 iterations, 30 warm-up
         return 600, lambda i: 0.5 * (1 + math.cos(math.pi * i / 600)) * (1e-3 + (1 - 1e-3) * i / 30 if i < 30 else 1)
@@ -38,8 +38,10 @@ def expected(name: str, spe: int):
     if cfg.paper == "me_stad":                                          # §4.1: cosine over 40k (TLA: 60k) iterations
         total = 60_000 if "tla" in name or "pseudo" in name or "lunsup" in name else 40_000
         return total, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
-    if cfg.paper == "cq":                                               # assumed recipe: ×0.1 at epoch 10 of 12
-        return 12 * spe, lambda i: step_factor(i, [10 * spe], 0.1)
+    if cfg.paper == "cq":                                               # the authors' configs (Dab_conv_trans_*.yaml)
+        if cfg.data_format == "ucf": return 18 * spe, lambda i: step_factor(i, [16 * spe], 0.1)
+        if cfg.data_format == "jhmdb": return 350 * spe, lambda i: step_factor(i, [300 * spe], 0.1)
+        return 12 * spe, lambda i: step_factor(i, [8 * spe, 11 * spe], 0.1)   # AVA
     if name.startswith("yowo_cpu_"):                                    # ours: cosine 1000 iterations, 50 warm-up
         return 1000, lambda i: 0.5 * (1 + math.cos(math.pi * i / 1000)) * (1e-3 + (1 - 1e-3) * i / 50 if i < 50 else 1)
     data = name.rsplit("_", 1)[1]                                       # YOWO, official cfg/<data>.yaml

@@ -144,7 +144,8 @@ class TubeDataset(_ClipDataset):
         self.class_names, self.num_classes = self.gt["labels"], len(self.gt["labels"])
         self.skipped_rows = []
         videos = split_videos(self.gt, split, split_index)
-        self.samples = [(v, f) for v in videos for f in self._frames(v, frames)[:: train_frame_stride if split == "train" else 1]]
+        self.frame_stride = train_frame_stride if split == "train" else 1     # > 1: a subset of the annotated frames
+        self.samples = [(v, f) for v in videos for f in self._frames(v, frames)[:: self.frame_stride]]
         self.gt_files = {"gt_pkl": self.root / GT_PKL[fmt], "videos": videos, "split_index": split_index}
 
     def _frames(self, video: str, frames: str) -> list[int]:

@@ -19,8 +19,8 @@ from .config import TrainConfig, build_model
 from .trainer import build_data, collate, eval_transform, to_device
 
 # %% auto #0
-__all__ = ['RUN_RECORD_KEYS', 'predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'evaluate_model', 'load_model',
-           'run_config', 'evaluate_run', 'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
+__all__ = ['RUN_RECORD_KEYS', 'predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'sampled_gt', 'evaluate_model',
+           'load_model', 'run_config', 'evaluate_run', 'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
 
 # %% ../../nbs/85_inference.ipynb #11654f4e
 @torch.no_grad()
@@ -86,9 +86,17 @@ def score_frame_rows(rows: np.ndarray, gt: dict, videos: list[str], all_frames: 
         result["video_mAP"] = {k: v["mAP"] for k, v in video_map(gt, tubes, videos).items()}
     return result
 
+def sampled_gt(gt: dict, samples: list[tuple[str, int]]) -> dict:
+    "The GT pickle with every tube cut to the (video, frame) samples of a strided split: frame-mAP on those frames only."
+    keep: dict[str, set] = {}
+    for v, f in samples: keep.setdefault(v, set()).add(int(f))
+    cut = lambda v, t: t[np.isin(t[:, 0].astype(int), sorted(keep.get(v, ())))]
+    return {**gt, "gttubes": {v: {l: [cut(v, t) for t in ts] for l, ts in by.items()} for v, by in gt["gttubes"].items()}}
+
 def _score_frames(metas, dets, dataset, out_dir: Path, name: str) -> dict:
     from vad_repro.data import load_gt_pkl
     gt, videos = load_gt_pkl(dataset.gt_files["gt_pkl"]), list(dataset.gt_files["videos"])
+    if getattr(dataset, "frame_stride", 1) > 1: gt = sampled_gt(gt, dataset.samples)   # train_frame_stride: score what was sampled
     index = {v: i for i, v in enumerate(videos)}
     rows = [frame_rows(m, d, index[m["video_id"]]) for m, d in zip(metas, dets)]
     rows = np.concatenate(rows) if rows else np.zeros((0, 8))

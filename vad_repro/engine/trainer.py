@@ -234,17 +234,19 @@ def eval_transform(cfg: TrainConfig):
     return make_transform(cfg, train=False)
 
 def make_transform(cfg: TrainConfig, train: bool):
-    "The paper's transforms preset (`vad_repro.data.transforms.for_paper`), or None for 'none'."
+    "The paper's transforms preset (`vad_repro.data.transforms.for_paper`); None for 'none'; 'test': the test transform also in training."
     preset = cfg.transforms or cfg.paper
     if preset == "none": return None
     from vad_repro.data import transforms
+    if preset == "test": return transforms.for_paper(cfg.paper, train=False, size=cfg.size)   # no augmentation (overfit checks)
     return transforms.for_paper(preset, train=train, size=cfg.size)
 
 def build_data(cfg: TrainConfig, split: str, train: bool):
     "The dataset of `split` with the config's clip sampling and transforms (J-HMDB/UCF evaluation: `eval_frames`)."
     from vad_repro.data.datasets import build_dataset
     extra = {"proposals": True} if cfg.data_format == "ava" and cfg.proposals else {}
-    if cfg.data_format != "ava": extra = {"split_index": cfg.split_index, **({} if train else {"frames": cfg.eval_frames})}
+    if cfg.data_format != "ava":
+        extra = {"split_index": cfg.split_index, "train_frame_stride": cfg.train_frame_stride, **({} if train else {"frames": cfg.eval_frames})}
     return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
                          key=cfg.key, transform=make_transform(cfg, train), **extra)
 
