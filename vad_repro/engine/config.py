@@ -395,7 +395,8 @@ def _tiny_rows():
                **{**overfit, "train_length": iters(500), "ema_decay": 0.99, "ema_start": 300, "unlabeled": True, "eval_every": 0,
                   "model_kwargs": {"semi_supervised": True}})
     add_config("cq_tiny", "cq_tiny", "cq", "CQ, small backbone, tiny synthetic UCF", **{**_TINY, "data_format": "ucf", "lr": 1e-4},
-               transforms="none", model_kwargs={"num_frames": 8})   # fixed-size clips: 1 and 2 processes see the same batches
+               transforms="none", model_kwargs={"num_frames": 8, "dropout": 0.0, "class_dropout": 0.0})
+    # fixed-size clips and no dropout: 1 and 2 processes see the same batches and compute the same losses
     add_config("cq_overfit", "cq_tiny", "cq", "CQ tiny, trained and evaluated on the same tiny synthetic UCF split",
                **{**overfit, "data_format": "ucf", "num_frames": 8, "stride": 1, "train_length": iters(800), "train_frame_stride": 8},
                transforms="test", model_kwargs={"num_frames": 8})   # the same frames, unaugmented, as it is scored on
