@@ -88,6 +88,27 @@ def test_tube_evaluation_on_the_synthetic_set(tmp_path, cache, monkeypatch):
     assert oracle["actor_AP"] >= plain["actor_AP"]                       # true boxes on the matched candidates
 
 
+def test_tube_configs_train_on_the_authors_windows(cache, monkeypatch):
+    """The CQ UCF recipe cuts every training video into consecutive T-frame windows (action-free ones too), and a
+    window's targets hold every tube that crosses it, with its class, also one that misses the key frame."""
+    monkeypatch.setenv("VAD_REPRO_CACHE", str(cache))
+    import math
+    from vad_repro.cq.loss import tube_targets
+    from vad_repro.data import collate_detection
+    from vad_repro.engine.config import get_config
+    from vad_repro.engine.trainer import build_data
+    cfg = get_config("cq_vitb_ucf").replace(synth_size="tiny", size=64, transforms="none", num_frames=8, train_frame_stride=8)
+    data = build_data(cfg, "train", train=True)
+    nframes = data.gt["nframes"]
+    assert len(data) == sum(math.ceil(nframes[v] / 8) for v in data.gt_files["videos"])
+    assert any(len(data[i]["boxes"]) == 0 for i in range(len(data)))                  # windows without an action
+    extra = [i for i in range(len(data)) if len(data[i]["tubes"]) > len(data[i]["boxes"])]
+    assert extra, "no window with a tube that misses its key frame"
+    s = data[extra[0]]
+    t = tube_targets(collate_detection([s]), 8, 4)[0]
+    assert len(t["labels"]) == len(s["tubes"]) and t["valid"][len(s["boxes"]):, 4].logical_not().all()
+
+
 def test_bad_inputs_name_the_problem():
     model = build_cq_tiny(num_classes=3).eval()
     with pytest.raises(ValueError, match="decodes 8-frame clips"):

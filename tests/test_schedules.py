@@ -27,8 +27,8 @@ def expected(name: str, spe: int):
         return 20, lambda i: 1.0
     if name == "woo_overfit":                                           # ours: cosine 1000 iterations, 20 warm-up
         return 1000, lambda i: 0.5 * (1 + math.cos(math.pi * i / 1000)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
-    if name in ("me_stad_overfit", "me_stad_ssad_synth", "cq_overfit"):  # ours: cosine 800 / 500 iterations, 20 warm-up
-        n = 500 if name == "me_stad_ssad_synth" else 800
+    if name in ("me_stad_overfit", "me_stad_ssad_synth", "cq_overfit"):  # ours: cosine 800 / 500 / 1200 iterations, 20 warm-up
+        n = {"me_stad_ssad_synth": 500, "cq_overfit": 1200}.get(name, 800)
         return n, lambda i: 0.5 * (1 + math.cos(math.pi * i / n)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
     if name == "minimal_small":                                         # ours: cosine 600 iterations, 30 warm-up
         return 600, lambda i: 0.5 * (1 + math.cos(math.pi * i / 600)) * (1e-3 + (1 - 1e-3) * i / 30 if i < 30 else 1)

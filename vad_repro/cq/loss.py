@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou, generalized_box_iou_pairwise
-from ..losses import sigmoid_focal_loss
+from ..losses import mean_over_processes, sigmoid_focal_loss
 from ..matching import class_cost_matrix, hungarian_match
 
 # %% auto #0
@@ -23,8 +23,9 @@ def tube_targets(batch: dict, T: int, key_index: int) -> list[dict]:
     "Per clip {'tubes': (G, T, 4), 'valid': (G, T) bool, 'labels': (G, C)} from a collated batch."
     targets = []
     for b, (boxes, labels) in enumerate(zip(batch["boxes"], batch["labels"])):
-        if "tubes" in batch:
+        if "tubes" in batch:                                                       # every tube crossing the clip
             tubes, valid = batch["tubes"][b], batch["tube_valid"][b].bool()
+            labels = batch["tube_labels"][b] if "tube_labels" in batch else labels
             if tubes.shape[1] != T: raise ValueError(f"clip {b}: tubes of {tubes.shape[1]} frames for a {T}-frame clip")
         else:
             tubes = boxes.new_zeros(len(boxes), T, 4); tubes[:, key_index] = boxes
@@ -42,6 +43,11 @@ class CQLossConfig:
     weight_conf: float = 3.0       # λ_conf
     alpha: float = 0.25
     gamma: float = 2.0
+    box_norm: str = "boxes"        # divide the box terms by the matched boxes ('boxes', the authors' code) or by T·N_a ('queries', eq. 5 as printed)
+
+    def __post_init__(self):
+        if self.box_norm not in ("boxes", "queries"):
+            raise ValueError(f"CQLossConfig.box_norm must be 'boxes' or 'queries', got {self.box_norm!r}")
 
 CQ_LOSS = {"ucf": CQLossConfig(), "jhmdb": CQLossConfig(weight_conf=2.0),
            "ava": CQLossConfig(weight_class=10.0, weight_conf=1.0)}
@@ -67,7 +73,7 @@ def match_tubes(logits: Tensor, boxes: Tensor, targets: list[dict], cfg: CQLossC
         return [hungarian_match(tube_cost_matrix(logits[b].float(), boxes[b].float(), t, cfg).cpu()) for b, t in enumerate(targets)]
 
 def tube_losses(logits: Tensor, boxes: Tensor, targets: list[dict], matches, cfg: CQLossConfig, conf: Tensor | None = None) -> dict:
-    "Eqs. 3-5 for one layer: {'loss_class', 'loss_bbox', 'loss_giou'[, 'loss_conf']}, each Σ over (i, t) / (T·N_a), mean over clips."
+    "Eqs. 3-5 for one layer: {'loss_class', 'loss_bbox', 'loss_giou'[, 'loss_conf']}; class and confidence Σ over (i, t) / (B·T·N_a), boxes per `cfg.box_norm`."
     B, Q, T, C = logits.shape
     cls_t = torch.zeros_like(logits, dtype=torch.float32)                             # (B, Q, T, C): padded truth = 0
     present = torch.zeros(B, Q, T, dtype=torch.float32, device=logits.device)         # matched and the truth has a box
@@ -81,8 +87,10 @@ def tube_losses(logits: Tensor, boxes: Tensor, targets: list[dict], matches, cfg
     pred = boxes.float()
     l1 = (pred - box_xyxy_to_cxcywh(box_t)).abs().sum(-1)                             # (B, Q, T)
     giou = generalized_box_iou_pairwise(box_cxcywh_to_xyxy(pred).reshape(-1, 4), box_t.reshape(-1, 4)).reshape(B, Q, T)
+    if cfg.box_norm == "queries": box_norm = norm
+    else: box_norm = mean_over_processes(present.sum().item(), logits.device, at_least=1.0)   # one count over all processes, as DETR's num_boxes
     out = {"loss_class": sigmoid_focal_loss(logits.float(), cls_t, cfg.alpha, cfg.gamma, "sum") / norm,
-           "loss_bbox": (l1 * present).sum() / norm, "loss_giou": ((1 - giou) * present).sum() / norm}
+           "loss_bbox": (l1 * present).sum() / box_norm, "loss_giou": ((1 - giou) * present).sum() / box_norm}
     if conf is not None: out["loss_conf"] = F.binary_cross_entropy_with_logits(conf.float(), present, reduction="sum") / norm
     return out
 

@@ -20,7 +20,8 @@ from .ucf_jhmdb import annotated_frames, frame_annotations, frame_path, load_gt_
 
 # %% auto #0
 __all__ = ['VIDEO_EXTENSIONS', 'GT_PKL', 'Skipped', 'clip_to_tensor', 'summarize_skipped', 'ava_video_source', 'AVADataset',
-           'tube_targets', 'TubeDataset', 'build_dataset', 'pad_sample', 'unpad_boxes', 'collate_detection']
+           'tube_targets', 'clip_tube_keys', 'TubeDataset', 'build_dataset', 'pad_sample', 'unpad_boxes',
+           'collate_detection']
 
 # %% ../../nbs/15_datasets.ipynb #592b195a
 @dataclass(frozen=True)
@@ -132,6 +133,12 @@ def tube_targets(gt: dict, video: str, keys: list, frames: np.ndarray):
                 tubes[n, t] = np.clip(tube[row_of[int(f)], 1:5] / scale, 0, 1); valid[n, t] = True
     return tubes, valid
 
+def clip_tube_keys(gt: dict, video: str, frames: np.ndarray, exclude: list = ()) -> list:
+    "`(label, tube)` keys of the tubes with a box on any of the 1-based `frames`, minus `exclude`, sorted."
+    frames = np.unique(np.asarray(frames, np.int64))
+    return [(label, k) for label, tubes in sorted(gt["gttubes"].get(video, {}).items()) for k, tube in enumerate(tubes)
+            if (label, k) not in set(exclude) and np.isin(tube[:, 0].astype(np.int64), frames).any()]
+
 # %% ../../nbs/15_datasets.ipynb #721925cc
 class TubeDataset(_ClipDataset):
     "J-HMDB-21 / UCF101-24 frames (real or synthetic) as samples of the shared format."
@@ -162,11 +169,14 @@ class TubeDataset(_ClipDataset):
         boxes, label_idx, keys = frame_annotations(self.gt, video, frame)
         labels = np.eye(self.num_classes, dtype=np.float32)[label_idx].reshape(-1, self.num_classes)   # (N, C)
         clip_frames = clip_indices(frame - 1, self.num_frames, self.stride, self.key, n_frames) + 1
-        tubes, valid = tube_targets(self.gt, video, keys, clip_frames)
+        all_keys = keys + clip_tube_keys(self.gt, video, clip_frames, exclude=keys)   # key-frame tubes first
+        tubes, valid = tube_targets(self.gt, video, all_keys, clip_frames)            # (M, T, 4), (M, T)
+        tube_labels = np.eye(self.num_classes, dtype=np.float32)[[l for l, _ in all_keys]].reshape(-1, self.num_classes)
         meta = {"video_id": video, "key_frame": frame - 1, "timestamp": frame, "orig_size": self.gt["resolution"][video],
                 "dataset": self.fmt}
         return self._finish({"clip": clip, "boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
-                             "tubes": torch.from_numpy(tubes), "tube_valid": torch.from_numpy(valid), "meta": meta})
+                             "tubes": torch.from_numpy(tubes), "tube_valid": torch.from_numpy(valid),
+                             "tube_labels": torch.from_numpy(tube_labels), "meta": meta})
 
 # %% ../../nbs/15_datasets.ipynb #6d0607e6
 def build_dataset(fmt: str, root, split: str, num_frames: int, stride: int, key: str = "center",
@@ -207,6 +217,7 @@ def collate_detection(items: list) -> dict:
              "meta": [s["meta"] for s in kept], "skipped": [s.reason for s in items if isinstance(s, Skipped)]}
     if kept and all("tubes" in s for s in kept):
         batch["tubes"], batch["tube_valid"] = [s["tubes"] for s in kept], [s["tube_valid"] for s in kept]
+        batch["tube_labels"] = [s.get("tube_labels", s["labels"]) for s in kept]      # (M, C): classes of all tubes
     if kept and all("box_groups" in s for s in kept):       # {name: {entry: [B tensors]}}
         names = sorted(kept[0]["box_groups"])
         if any(sorted(s["box_groups"]) != names for s in kept):

@@ -53,8 +53,11 @@ def crop_sample(sample: dict, x0: int, y0: int, w: int, h: int) -> dict:
     out = dict(sample, clip=sample["clip"][:, :, y0:y0 + h, x0:x0 + w], boxes=boxes)
     out["boxes"], out["labels"] = out["boxes"][keep], sample["labels"][keep]
     if "tubes" in sample:
-        tubes, inside = to_crop(sample["tubes"][keep])                                # (N, T, 4), (N, T)
-        out["tubes"], out["tube_valid"] = tubes, sample["tube_valid"][keep] & inside
+        tubes, inside = to_crop(sample["tubes"])                                      # (M, T, 4), (M, T)
+        valid = sample["tube_valid"] & inside
+        keep_tube = torch.cat([keep, valid[len(keep):].any(-1)])                      # key-frame tubes follow their box
+        out["tubes"], out["tube_valid"] = tubes[keep_tube], valid[keep_tube]
+        if "tube_labels" in sample: out["tube_labels"] = sample["tube_labels"][keep_tube]
     if "box_groups" in sample:
         out["box_groups"] = {name: _crop_group(g, to_crop) for name, g in sample["box_groups"].items()}
     return out

@@ -246,7 +246,8 @@ def build_data(cfg: TrainConfig, split: str, train: bool):
     from vad_repro.data.datasets import build_dataset
     extra = {"proposals": True} if cfg.data_format == "ava" and cfg.proposals else {}
     if cfg.data_format != "ava":
-        extra = {"split_index": cfg.split_index, "train_frame_stride": cfg.train_frame_stride, **({} if train else {"frames": cfg.eval_frames})}
+        extra = {"split_index": cfg.split_index, "train_frame_stride": cfg.train_frame_stride,
+                 "frames": cfg.train_frames if train else cfg.eval_frames}
     return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
                          key=cfg.key, transform=make_transform(cfg, train), **extra)
 
