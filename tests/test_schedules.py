@@ -27,8 +27,9 @@ def expected(name: str, spe: int):
         return 20, lambda i: 1.0
     if name == "woo_overfit":                                           # ours: cosine 1000 iterations, 20 warm-up
         return 1000, lambda i: 0.5 * (1 + math.cos(math.pi * i / 1000)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
-    if name in ("me_stad_overfit", "me_stad_ssad_synth", "cq_overfit"):  # ours: cosine 800 / 500 / 1200 iterations, 20 warm-up
-        n = {"me_stad_ssad_synth": 500, "cq_overfit": 1200}.get(name, 800)
+    if name in ("me_stad_overfit", "me_stad_ssad_synth", "cq_overfit", "yowo_overfit", "minimal_overfit"):
+        # ours: cosine 800 / 500 / 1200 / 1200 / 1000 iterations, 20 warm-up
+        n = {"me_stad_ssad_synth": 500, "cq_overfit": 1200, "yowo_overfit": 1200, "minimal_overfit": 1000}.get(name, 800)
         return n, lambda i: 0.5 * (1 + math.cos(math.pi * i / n)) * (1e-3 + (1 - 1e-3) * i / 20 if i < 20 else 1)
     if name == "minimal_small":                                         # ours: cosine 600 iterations, 30 warm-up
         return 600, lambda i: 0.5 * (1 + math.cos(math.pi * i / 600)) * (1e-3 + (1 - 1e-3) * i / 30 if i < 30 else 1)
@@ -91,7 +92,7 @@ def test_every_config_is_covered_and_presets_name_their_weights():
     for name in names:
         cfg = get_config(name)
         real_paper_row = cfg.paper in ("woo", "me_stad", "cq") and cfg.synth_size != "tiny"   # not the CPU demos
-        real_yowo_row = cfg.paper == "yowo" and not name.startswith("yowo_cpu_") and name != "yowo_tiny"
+        real_yowo_row = cfg.paper == "yowo" and not name.startswith("yowo_cpu_") and name not in ("yowo_tiny", "yowo_overfit")
         if real_paper_row or real_yowo_row:
             assert cfg.pretrained, f"{name}: the paper starts from pretrained weights; the preset must name them"
             for part, w in cfg.pretrained.items():

@@ -160,3 +160,157 @@ def test_train_cpu_runs_records_each_run_and_reports_failures(tmp_path):
         train_cpu_runs(["yowo_tiny"], runs_dir=runs, out_dir=rec, jobs=1)
     with pytest.raises(RuntimeError, match="train.log"):             # a failed run names its log
         train_cpu_runs(["yowo_tiny"], runs_dir=tmp_path / "bad", out_dir=rec, jobs=1, extra=["--set", "lr=fast"])
+
+
+# ------------------------------------------- checkpoints in the official layout, through the command line (issue 15)
+# wei-tim/YOWO's training script saves {"epoch", "state_dict" of an nn.DataParallel model ("module." names), "fscore"};
+# `vad-repro detect`, `vad-repro evaluate run` and `vad-repro train --init model=FILE` take such a file as it is.
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+from vad_repro.data.ucf_jhmdb import UCF101_24_CLASSES
+from vad_repro.engine.config import get_config
+from vad_repro.engine.inference import load_model
+from vad_repro.yowo.model import to_official
+
+REAL = Path(os.environ.get("VAD_REPRO_REAL_VIDEOS", Path(__file__).resolve().parents[2] / "shared/data/real_videos"))
+GOLF = REAL / "golfswing.mp4"                                        # real UCF101 footage, 190 frames, 25 fps
+
+
+def cli(*args, env=None):
+    exe = shutil.which("vad-repro")
+    cmd = [exe] if exe else [sys.executable, "-m", "vad_repro.cli"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def one_video_root(synthetic: Path, root: Path, frames: int = 12) -> Path:
+    "A UCF-format root cut from the tiny synthetic set: one video, train and test, its first `frames` frames."
+    with open(synthetic / "UCF101v2-GT.pkl", "rb") as f: gt = pickle.load(f, encoding="latin1")
+    video = gt["test_videos"][0][0]
+    tubes = {label: [t[t[:, 0] <= frames] for t in ts if (t[:, 0] <= frames).any()] for label, ts in gt["gttubes"][video].items()}
+    (root / "rgb-images" / video.split("/")[0]).mkdir(parents=True)
+    os.symlink(synthetic / "rgb-images" / video, root / "rgb-images" / video)
+    with open(root / "UCF101v2-GT.pkl", "wb") as f:
+        pickle.dump({"labels": gt["labels"], "nframes": {video: frames}, "resolution": {video: gt["resolution"][video]},
+                     "gttubes": {video: tubes}, "train_videos": [[video]], "test_videos": [[video]]}, f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    "yowo_tiny's weights saved as the official code saves YOWO: 24 classes (UCF101-24) and 5 (the synthetic set)."
+    from vad_repro.data import synth
+    d, cache = tmp_path_factory.mktemp("official"), tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "VAD_REPRO_CACHE": str(cache), "OMP_NUM_THREADS": "1", "VAD_REPRO_WEIGHTS": ""}
+    torch.manual_seed(0)
+    out = {"dir": d, "env": env, "root": one_video_root(synth.ensure("ucf", "tiny", seed=0, cache_dir=cache), d / "ucf")}
+    for C in (24, 5):
+        model = models.build("yowo_tiny", num_classes=C, dataset="ucf").eval()
+        out[C], out[f"model{C}"] = d / f"yowo_ucf101-24_16f_checkpoint_{C}.pth", model
+        torch.save(to_official(model, epoch=7, fscore=0.42), out[C])
+    out["mystery"] = d / "mystery.pth"
+    torch.save({"weights": torch.zeros(1), "step": 3}, out["mystery"])
+    out["kinetics"] = d / "resnext-101-kinetics.pth"                  # the same wrapper, another network
+    torch.save({"epoch": 40, "arch": "resnext-101", "state_dict": {"module.conv1.weight": torch.zeros(64, 3, 7, 7, 7)}},
+               out["kinetics"])
+    return out
+
+
+def test_official_checkpoint_loads_with_the_dataset_class_names(official):
+    ck = torch.load(official[24], weights_only=False)
+    assert set(ck) == {"epoch", "state_dict", "fscore"} and all(k.startswith("module.") for k in ck["state_dict"])
+    model, info = load_model(get_config("yowo_tiny"), official[24], device="cpu")
+    assert (info["num_classes"], info["class_names"]) == (24, list(UCF101_24_CLASSES))
+    clip = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad(): assert torch.equal(model(clip), official["model24"](clip))
+
+
+def test_released_resnext101_checkpoint_loads_under_its_config(tmp_path, official_state_dict):
+    "The exact layout and names of the released UCF101-24 file (the fixture), under `yowo_resnext101_16f_ucf`."
+    path = tmp_path / "yowo_ucf101-24_16f_checkpoint.pth"
+    torch.save({"epoch": 5, "state_dict": {"module." + k: v for k, v in official_state_dict.items()}, "fscore": 0.8}, path)
+    model, info = load_model(get_config("yowo_resnext101_16f_ucf"), path, device="cpu")
+    assert (info["num_classes"], info["class_names"][8]) == (24, "GolfSwing")
+    assert torch.equal(model.state_dict()["fusion.sc.gamma"], official_state_dict["cfam.sc.gamma"])
+
+
+def test_detect_on_a_real_video_with_an_official_checkpoint(official, tmp_path):
+    out = tmp_path / "det"
+    r = cli("detect", GOLF, "--config", "yowo_tiny", "--checkpoint", official[24], "--out", out, "--device", "cpu",
+            env=official["env"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "frames=190 key_frames=8" in r.stdout, r.stdout
+    assert (out / "detections.csv").exists() and (out / "annotated.mp4").stat().st_size > 0
+
+
+def in_process(monkeypatch, capsys, official, *args) -> tuple[int, str]:
+    "`vad-repro ARGS` run in this process (no interpreter start-up): its exit status and stderr."
+    from vad_repro.cli import main
+    for k in ("VAD_REPRO_CACHE", "VAD_REPRO_WEIGHTS"): monkeypatch.setenv(k, official["env"][k])
+    capsys.readouterr()
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def test_evaluate_run_on_an_official_checkpoint(official, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ev"
+    r = cli("evaluate", "run", "--config", "yowo_tiny", "--checkpoint", official[5], "--data", official["root"],
+            "--out", out, "--device", "cpu", env=official["env"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert 0.0 <= result["mAP"] <= 1.0 and json.loads(r.stdout)["checkpoint"] == str(official[5])
+    status, err = in_process(monkeypatch, capsys, official, "evaluate", "run", "--config", "yowo_tiny", "--checkpoint",
+                             official[24], "--data", official["root"], "--out", tmp_path / "ev24", "--device", "cpu")
+    assert (status, err.strip()) == (2, f"vad-repro evaluate run: {official[24]}: its model has 24 classes, the val split "
+                                        f"of {official['root']} has 5; evaluate it on its own dataset (--data)"), err
+
+
+def test_train_starts_from_an_official_checkpoint(official, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", "--config", "yowo_tiny", "--init", f"model={official[5]}", "--out", run, "--no-eval",
+            "--max-steps", "1", "--ckpt-every", "1", env=official["env"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    tensors = len(official["model5"].state_dict())
+    assert f"init model <- {official[5].name} (yowo, sha256 " in r.stderr and f", {tensors} tensors)" in r.stderr, r.stderr
+    record = json.loads((run / "config.json").read_text())["initialised_from"]
+    assert [(rec["part"], rec["layout"], rec["file"]) for rec in record] == [("", "yowo", official[5].name)]
+
+
+def assert_one_line(status: int, err: str, prefix: str, *parts: str):
+    "Exit status 2, no traceback, the last stderr line `prefix...` holding every part (train logs lines before it)."
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert status == 2 and "Traceback" not in err and last.startswith(prefix), err[-3000:]
+    for part in parts: assert part in last, (part, last)
+
+
+def test_unknown_layout_fails_in_one_line_naming_file_and_keys(official, tmp_path, monkeypatch, capsys):
+    mystery = official["mystery"]
+    r = cli("detect", GOLF, "--config", "yowo_tiny", "--checkpoint", mystery, "--out", tmp_path / "d", env=official["env"])
+    assert r.stderr.count("\n") == 1                                  # the installed command: one line, nothing else
+    assert_one_line(r.returncode, r.stderr,
+                    f"vad-repro detect: {mystery}: unknown checkpoint layout (top-level keys: ['step', 'weights'])")
+    status, err = in_process(monkeypatch, capsys, official, "evaluate", "run", "--config", "yowo_tiny", "--checkpoint",
+                             mystery, "--out", tmp_path / "e")
+    assert err.count("\n") == 1
+    assert_one_line(status, err, f"vad-repro evaluate run: {mystery}: unknown checkpoint layout (top-level keys: "
+                                 f"['step', 'weights'])")
+    status, err = in_process(monkeypatch, capsys, official, "train", "--config", "yowo_tiny", "--init", f"model={mystery}",
+                             "--out", tmp_path / "t", "--no-eval", "--max-steps", "1")
+    assert_one_line(status, err, f"vad-repro train: {mystery}: layout not recognised (top-level keys: ['step', 'weights']")
+
+
+def test_a_state_dict_that_does_not_fit_names_its_first_keys(official, tmp_path, monkeypatch, capsys):
+    kinetics = official["kinetics"]
+    status, err = in_process(monkeypatch, capsys, official, "detect", GOLF, "--config", "yowo_tiny", "--checkpoint",
+                             kinetics, "--out", tmp_path / "d", "--device", "cpu")
+    assert err.count("\n") == 1
+    assert_one_line(status, err, f"vad-repro detect: {kinetics} does not fit YOWODetector: leftover (not in the model) (1): "
+                                 f"['conv1.weight']; missing (not in the checkpoint) (",
+                    "top-level keys ['arch', 'epoch', 'state_dict']")
+    status, err = in_process(monkeypatch, capsys, official, "train", "--config", "yowo_tiny", "--init",
+                             f"model={official[24]}", "--out", tmp_path / "t", "--no-eval", "--max-steps", "1")
+    assert_one_line(status, err, f"vad-repro train: {official[24]} (yowo) does not fit YOWODetector: shape mismatches (1): "
+                                 f"['conv_final.weight: checkpoint (145, 128, 1, 1) vs model (50, 128, 1, 1)']")

@@ -90,6 +90,20 @@ class StateDictMismatch(ValueError, KeyError):
     "A checkpoint that does not fit a model; the message lists every unmatched, missing and mis-shaped key."
     __str__ = Exception.__str__                           # not KeyError's repr-quoted message
 
+    def __init__(self, message: str, heading: str = "", problems: dict | None = None):
+        super().__init__(message)
+        self.heading = heading                            # '{source} does not fit {model class}'
+        self.problems = problems or {}                    # kind of problem -> keys (a list) or {key: shapes}
+
+    def brief(self, n: int = 3) -> str:
+        "The error on one line (for a command line): the heading, then each kind with its count and first `n` keys."
+        parts = []
+        for name, keys in self.problems.items():
+            if not keys: continue
+            shown = list(keys) if isinstance(keys, list) else [f"{k}: {v}" for k, v in keys.items()]
+            parts.append(f"{name} ({len(shown)}): {shown[:n]}" + (" ..." if len(shown) > n else ""))
+        return f"{self.heading}: " + "; ".join(parts)
+
 OPTIONAL_KEYS = ("num_batches_tracked",)
 
 def load_state_strict(model: torch.nn.Module, state: dict, source: str, unmapped: list | None = None,
@@ -103,8 +117,9 @@ def load_state_strict(model: torch.nn.Module, state: dict, source: str, unmapped
     problems = {"keys no rule maps": list(unmapped or []), "leftover (not in the model)": leftover,
                 "missing (not in the checkpoint)": missing, "shape mismatches": shapes}
     if any(problems.values()):
+        heading = f"{source} does not fit {type(model).__name__}"
         lines = [f"{name} ({len(p)}): {p if isinstance(p, list) else list(p.items())}" for name, p in problems.items() if p]
-        raise StateDictMismatch(f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(lines))
+        raise StateDictMismatch(f"{heading}:\n  " + "\n  ".join(lines), heading, problems)
     filled = {k: torch.zeros_like(v, device="cpu") for k, v in expected.items() if k not in state}
     model.load_state_dict({**filled, **state}, strict=True, assign=assign)
     return model

@@ -1,7 +1,8 @@
 """Benchmark: our evaluators against the official code, side by side, in one run.
 
     python tests/bench/bench_evaluation.py ava  --work /tmp/evb --ref /tmp/ref/Evaluation
-    python tests/bench/bench_evaluation.py ava  --work /tmp/evb --ref /tmp/ref/Evaluation --reuse-official
+    python tests/bench/bench_evaluation.py ava  --work /tmp/evb --ref /tmp/ref/Evaluation --decimals 4
+    python tests/bench/bench_evaluation.py ava-ties --work /tmp/evb --ref /tmp/ref/Evaluation
     python tests/bench/bench_evaluation.py frame --work /tmp/evb --ref /tmp/ref/yowo/evaluation_ucf24_jhmdb
 
 The reference code is fetched separately and never committed:
@@ -99,10 +100,12 @@ def make_ava_workload(work: Path, seed: int = 0) -> dict:
                 det_csv_mb=round((work / "ava_det.csv").stat().st_size / 1e6, 1))
 
 
-def make_frame_workload(work: Path, videos: int, frames: int, classes: int, boxes_per_frame: int, seed: int = 0) -> dict:
+def make_frame_workload(work: Path, videos: int, frames: int, classes: int, boxes_per_frame: int, seed: int = 0,
+                        all_classes: bool = False) -> dict:
     """Frame-mAP workload in both layouts: YOWO's pascalvoc.py text folders (one file per frame) and the
     GT-pickle + (N, 8) array layout. One actor tube per video (320x240 pixels); per frame `boxes_per_frame`
-    detections, the first near the actor, each with one class (the argmax) and a distinct score."""
+    detections, the first near the actor, each with one class (the argmax) and a distinct score; with
+    `all_classes`, every box is written once per class with that class's score (as YOWO's own test writes them)."""
     import pickle
     rng = np.random.default_rng(seed)
     gt_dir, det_dir = work / "voc_gt", work / "voc_det"
@@ -131,6 +134,15 @@ def make_frame_workload(work: Path, videos: int, frames: int, classes: int, boxe
     raw = rng.normal(0, 1, right.shape) + 1.5 * right
     score = np.empty(n); score[np.argsort(raw.reshape(-1))] = (np.arange(n) + 1) / (n + 1)
     det[..., 3] = score.reshape(right.shape)
+    if all_classes:                                       # every box with a score for each class
+        raw = rng.normal(0, 1, right.shape + (classes,))
+        true = np.broadcast_to(is_near, right.shape)                           # the box near the actor
+        raw[np.nonzero(true) + (np.broadcast_to(label[:, None, None], right.shape)[true],)] += 1.5
+        n = raw.size
+        score = np.empty(n); score[np.argsort(raw.reshape(-1))] = (np.arange(n) + 1) / (n + 1)
+        det = np.repeat(det[..., None, :], classes, axis=3)                          # (V, F, B, C, 8)
+        det[..., 2] = np.arange(classes); det[..., 3] = score.reshape(raw.shape)
+        det = det.reshape(videos, frames, boxes_per_frame * classes, 8)
     dets = det.reshape(-1, 8)
     for v in range(videos):
         for f in range(frames):
@@ -145,7 +157,8 @@ def make_frame_workload(work: Path, videos: int, frames: int, classes: int, boxe
               gttubes={nm: {int(label[v]): [np.concatenate([frames_col, gt_boxes[v]], 1)]} for v, nm in enumerate(names)})
     with open(work / "frame_gt.pkl", "wb") as f: pickle.dump(gt, f)
     np.save(work / "frame_dets.npy", dets)
-    return dict(videos=videos, frames=videos * frames, classes=classes, gt_boxes=videos * frames, detections=int(n))
+    return dict(videos=videos, frames=videos * frames, classes=classes, gt_boxes=videos * frames, detections=len(dets),
+                all_classes=all_classes)
 
 
 def run_child(cmd: list[str], cwd=None, log: Path | None = None) -> dict:
@@ -156,7 +169,7 @@ def run_child(cmd: list[str], cwd=None, log: Path | None = None) -> dict:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    return dict(cmd=" ".join(map(str, cmd)), status=os.waitstatus_to_exitcode(status), wall_s=round(wall, 2),
+    return dict(status=os.waitstatus_to_exitcode(status), wall_s=round(wall, 2),
                 cpu_s=round(usage.ru_utime + usage.ru_stime, 2), peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
                 output=log.read_text())
 
@@ -164,24 +177,76 @@ def run_child(cmd: list[str], cwd=None, log: Path | None = None) -> dict:
 OURS = [sys.executable, "-c", "import sys; from vad_repro.evaluation.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
-def bench_ava(work: Path, ref: Path, earlier: dict | None = None) -> dict:
-    """Official ActivityNet evaluator vs ours on the AVA-sized workload. `earlier`: the recorded
-    official measurement (results json) to reuse instead of re-running it on the same files; its
-    output (per-class APs) is read back from `work/official_ava.log`."""
+def rounded_copy(src: Path, decimals: int) -> Path:
+    "The detection file with its scores rewritten to `decimals` decimals (as many detectors write them)."
+    out = src.with_name(f"{src.stem}_{decimals}dp.csv")
+    if not out.exists():
+        with open(src) as f, open(out, "w") as g:
+            for line in f:
+                head, _, score = line.rpartition(",")
+                g.write(f"{head},{float(score):.{decimals}f}\n")
+    return out
+
+
+def _official_ava(ref: Path, files: list, det: Path, reuse: bool) -> dict:
+    "Run the official evaluator (or reuse its recorded run on the same file: rusage json + output log)."
+    log, rec = det.with_name(f"official_{det.name}.log"), det.with_name(f"official_{det.name}.json")
+    if reuse and log.exists() and rec.exists():
+        return dict(json.loads(rec.read_text()), output=log.read_text(), from_earlier_run=True)
+    r = run_child([sys.executable, ROOT / "tests/bench/run_official_ava.py", ref] + files, log=log)
+    rec.write_text(json.dumps(_strip(r)))
+    return r
+
+
+def _parse_official(text: str) -> tuple[float, dict]:
+    m = float(re.findall(r"mAP@0.5IOU': (?:np.float64\()?([0-9.eE-]+)", text)[-1])
+    return m, {k: float(v) for k, v in re.findall(r"AP@0.5IOU/(.+?)': (?:np.float64\()?([0-9.eE-]+|nan)", text)}
+
+
+def _parse_ours(text: str) -> tuple[float, dict]:
+    m = float(re.findall(r"^mAP@0.5IOU: (\S+)$", text, re.M)[-1])
+    return m, {k: float(v) for k, v in re.findall(r"^AP@0.5IOU/(.+?): (\S+)$", text, re.M)}
+
+
+def _compare(ours: dict, official: dict) -> dict:
+    (m_o, ap_o), (m_r, ap_r) = _parse_ours(ours["output"]), _parse_official(official["output"])
+    diffs = [abs(ap_o[k] - v) for k, v in ap_r.items() if not (np.isnan(v) and np.isnan(ap_o[k]))]
+    return dict(map_ours=m_o, map_official=m_r, max_abs_class_ap_diff=max(diffs, default=0.0),
+                classes_differing=sum(d > 1e-9 for d in diffs))
+
+
+def bench_ava(work: Path, ref: Path, decimals: int | None = None, reuse: bool = False) -> dict:
+    """Official ActivityNet evaluator vs ours on the AVA-sized workload, with full-precision scores or with
+    scores rounded to `decimals` (ties). `reuse`: take the official run recorded beside the file."""
     if not (work / "ava_det.csv").exists(): make_ava_workload(work)
-    files = ["-l", work / "ava_labelmap.pbtxt", "-g", work / "ava_gt.csv", "-d", work / "ava_det.csv"]
-    ours = run_child(OURS + ["ava"] + files, cwd=ROOT, log=work / "ours_ava.log")
-    shim = ROOT / "tests/bench/run_official_ava.py"
-    if earlier is None: official = run_child([sys.executable, shim, ref] + files, log=work / "official_ava.log")
-    else: official = dict(earlier, output=(work / "official_ava.log").read_text(), from_earlier_run=True)
-    ours_map = float(re.findall(r"^mAP@0.5IOU: (\S+)$", ours["output"], re.M)[-1])
-    off_map = float(re.findall(r"mAP@0.5IOU': (?:np.float64\()?([0-9.eE-]+)", official["output"])[-1])
-    ours_ap = dict(re.findall(r"^AP@0.5IOU/(.+?): (\S+)$", ours["output"], re.M))
-    off_ap = dict(re.findall(r"AP@0.5IOU/(.+?)': (?:np.float64\()?([0-9.eE-]+|nan)", official["output"]))
-    diff = max(abs(float(ours_ap[k]) - float(v)) for k, v in off_ap.items())
-    return dict(ours=_strip(ours), official=_strip(official), map_ours=ours_map, map_official=off_map,
-                max_abs_class_ap_diff=diff, cpu_ratio=round(official["cpu_s"] / ours["cpu_s"], 1),
-                det_csv_mb=round((work / "ava_det.csv").stat().st_size / 1e6, 1))
+    det = work / "ava_det.csv" if decimals is None else rounded_copy(work / "ava_det.csv", decimals)
+    files = ["-l", work / "ava_labelmap.pbtxt", "-g", work / "ava_gt.csv", "-d", det]
+    ours = run_child(OURS + ["ava"] + files, cwd=ROOT, log=work / f"ours_{det.name}.log")
+    official = _official_ava(ref, files, det, reuse)
+    return dict(ours=_strip(ours), official=_strip(official), **_compare(ours, official),
+                cpu_ratio=round(official["cpu_s"] / ours["cpu_s"], 1), decimals=decimals,
+                det_csv_mb=round(det.stat().st_size / 1e6, 1))
+
+
+def bench_ava_ties(work: Path, ref: Path) -> dict:
+    """Exactness on ties: small AVA workloads (4 videos x 60 keyframes) with scores rounded to 1-4 decimals
+    (1 decimal: heavy ties at the top-50 boundary), ours against the official evaluator, three seeds."""
+    global AVA_VIDEOS, AVA_KEYFRAMES
+    saved, (AVA_VIDEOS, AVA_KEYFRAMES) = (AVA_VIDEOS, AVA_KEYFRAMES), (4, 60)
+    rows = []
+    try:
+        for seed in range(3):
+            w = work / f"ties_{seed}"; w.mkdir(parents=True, exist_ok=True)
+            if not (w / "ava_det.csv").exists(): make_ava_workload(w, seed)
+            for d in (1, 2, 3, 4):
+                det = rounded_copy(w / "ava_det.csv", d)
+                files = ["-l", w / "ava_labelmap.pbtxt", "-g", w / "ava_gt.csv", "-d", det]
+                ours = run_child(OURS + ["ava"] + files, cwd=ROOT, log=w / f"ours_{det.name}.log")
+                official = _official_ava(ref, files, det, False)
+                rows.append(dict(seed=seed, decimals=d, **_compare(ours, official)))
+    finally:
+        AVA_VIDEOS, AVA_KEYFRAMES = saved
+    return dict(rows=rows, det_rows=sum(1 for _ in open(work / "ties_0" / "ava_det.csv", "rb")))
 
 
 def bench_frame(work: Path, ref: Path, ref_python: str) -> dict:
@@ -213,26 +278,35 @@ def write_results(results: dict, out: Path):
     (out / "evaluation_benchmark.json").write_text(json.dumps(old, indent=1))
     lines = ["# Evaluation benchmark", "", f"Measured on: {_hardware()} (2 cores shared with other jobs: CPU time is the measure).", "",
              "| workload | evaluator | mAP | CPU s | wall s | peak RSS MB | CPU ratio (official / ours) |", "|---|---|---|---|---|---|---|"]
-    if "ava" in old:
-        a = old["ava"]
-        lines += [f"| AVA v2.2-val-sized ({a['workload']['det_rows']:,} detection rows, {a['det_csv_mb']} MB) | ActivityNet get_ava_performance.py | {a['map_official']:.10f} | {a['official']['cpu_s']} | {a['official']['wall_s']} | {a['official']['peak_rss_mb']} | |",
+    ava_keys = [k for k in ("ava", "ava_4dp", "ava_3dp", "ava_2dp") if k in old]
+    for key in ava_keys:
+        a = old[key]
+        scores = "full-precision scores" if key == "ava" else f"scores with {key[4]} decimals"
+        lines += [f"| AVA v2.2-val-sized ({a['workload']['det_rows']:,} detection rows, {a['det_csv_mb']} MB, {scores}) | ActivityNet get_ava_performance.py | {a['map_official']:.10f} | {a['official']['cpu_s']} | {a['official']['wall_s']} | {a['official']['peak_rss_mb']} | |",
                   f"| | ours (`vad-repro evaluate ava`) | {a['map_ours']:.10f} | {a['ours']['cpu_s']} | {a['ours']['wall_s']} | {a['ours']['peak_rss_mb']} | **{a['cpu_ratio']}x** |"]
     for key in sorted(k for k in old if k.startswith("frame")):
         f = old[key]
         w = f["workload"]
-        lines += [f"| frame-mAP ({key[6:]}-sized), {w['videos']} videos x {w['frames'] // w['videos']} frames, {w['detections']:,} detections (one class each) | YOWO pascalvoc.py | {f['official']['map_percent']}% | {f['official']['cpu_s']} | {f['official']['wall_s']} | {f['official']['peak_rss_mb']} | |",
+        lines += [f"| frame-mAP ({key[6:]}-sized), {w['videos']} videos x {w['frames'] // w['videos']} frames, {w['detections']:,} detection rows ({'every box scored on all ' + str(w['classes']) + ' classes' if w.get('all_classes') else 'one class each'}) | YOWO pascalvoc.py | {f['official']['map_percent']}% | {f['official']['cpu_s']} | {f['official']['wall_s']} | {f['official']['peak_rss_mb']} | |",
                   f"| | ours, same text folders | {f['ours_folders']['map_percent']}% | {f['ours_folders']['cpu_s']} | {f['ours_folders']['wall_s']} | {f['ours_folders']['peak_rss_mb']} | **{f['cpu_ratio_folders']}x** |",
                   f"| | ours, GT pkl + (N, 8) array | {f['ours_arrays']['map_percent']}% | {f['ours_arrays']['cpu_s']} | {f['ours_arrays']['wall_s']} | {f['ours_arrays']['peak_rss_mb']} | **{f['cpu_ratio_arrays']}x** |"]
-    ratios = [("AVA", old["ava"]["cpu_ratio"])] if "ava" in old else []
+    ratios = [("AVA" if k == "ava" else f"AVA, {k[4]}-decimal scores", old[k]["cpu_ratio"]) for k in ava_keys]
     ratios += [(f"{k[6:]} frame-mAP, text folders", old[k]["cpu_ratio_folders"]) for k in sorted(old) if k.startswith("frame")]
     ratios += [(f"{k[6:]} frame-mAP, arrays", old[k]["cpu_ratio_arrays"]) for k in sorted(old) if k.startswith("frame")]
-    if "ava" in old and old["ava"]["official"].get("from_earlier_run"):
-        lines += ["", "AVA: the official evaluator's numbers are from the earlier run on the same files (`--reuse-official`: "
-                  "its 400 s run was not repeated); ours was re-run, and its mAP and every per-class AP are compared "
-                  "with that run's output."]
-    lines += ["", "Target of issue 3: at least 50x less CPU time than the official code, with the same mAP.", ""]
+    for key in ava_keys:
+        a = old[key]
+        lines += ["", f"{key}: largest per-class AP difference {a['max_abs_class_ap_diff']:.1e}, {a['classes_differing']} of the "
+                  f"classes differ by more than 1e-9." + (" The official run was recorded earlier on the same file "
+                  "(`--reuse-official`) and its output compared." if a["official"].get("from_earlier_run") else "")]
+    if "ava_ties" in old:
+        t = old["ava_ties"]
+        lines += ["", f"Ties: small AVA-format workloads (4 videos x 60 keyframes, {t['det_rows']:,} detection rows each, "
+                  "three seeds), scores rounded to 1-4 decimals (1 decimal: heavy ties at the top-50 boundary), ours "
+                  "against the official evaluator:", "", "| seed | decimals | mAP official | mAP ours | largest per-class AP difference | classes differing > 1e-9 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['seed']} | {r['decimals']} | {r['map_official']:.10f} | {r['map_ours']:.10f} | {r['max_abs_class_ap_diff']:.1e} | {r['classes_differing']} |" for r in t["rows"]]
+    lines += ["", "Target (issues 3 and 15): at least 50x less CPU time than the official code with the same mAP, AVA on full-precision and on 4-decimal scores.", ""]
     lines += [f"- {name}: {r}x — {'met' if r >= 50 else f'**missed** (by a factor {50 / r:.1f})'}" for name, r in ratios]
-    lines += ["", "Regenerate: `python tests/bench/bench_evaluation.py ava|frame --work /tmp/evb --ref PATH` (see the script's docstring)."]
+    lines += ["", "Regenerate: `python tests/bench/bench_evaluation.py ava|ava-ties|frame --work /tmp/evb --ref PATH` (see the script's docstring)."]
     (out / "evaluation_benchmark.md").write_text("\n".join(lines) + "\n")
 
 
@@ -246,7 +320,8 @@ def _hardware() -> str:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ava", "frame"])
+    ap.add_argument("what", choices=["ava", "ava-ties", "frame"])
+    ap.add_argument("--decimals", type=int, default=None, help="ava: round the scores to this many decimals (ties)")
     ap.add_argument("--work", default="/tmp/evb", help="scratch folder for the generated workloads")
     ap.add_argument("--ref", required=True, help="ActivityNet/Evaluation (ava) or YOWO/evaluation_ucf24_jhmdb (frame)")
     ap.add_argument("--videos", type=int, default=910, help="frame workload: videos (UCF101-24 test: 910)")
@@ -254,22 +329,23 @@ if __name__ == "__main__":
     ap.add_argument("--classes", type=int, default=24)
     ap.add_argument("--name", default="ucf", help="frame workload label in the results (e.g. ucf, jhmdb)")
     ap.add_argument("--boxes", type=int, default=3, help="frame workload: detections per frame")
+    ap.add_argument("--all-classes", action="store_true", help="frame workload: every box scored on every class")
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--reuse-official", action="store_true",
-                    help="ava: reuse the official run recorded in --out (same --work files) instead of re-running it")
+                    help="ava: reuse the official run recorded beside the detection file in --work instead of re-running it")
     ap.add_argument("--ref-python", default=sys.executable,
                     help="interpreter for pascalvoc.py (its lib/utils.py imports cv2: e.g. a venv with opencv-python-headless)")
     a = ap.parse_args()
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
     if a.what == "ava":
         workload = make_ava_workload(work) if not (work / "ava_det.csv").exists() else None
-        recorded = Path(a.out) / "evaluation_benchmark.json"
-        earlier = json.loads(recorded.read_text())["ava"]["official"] if a.reuse_official else None
-        result = bench_ava(work, Path(a.ref), earlier)
+        result = bench_ava(work, Path(a.ref), a.decimals, a.reuse_official)
         result["workload"] = workload or dict(det_rows=sum(1 for _ in open(work / "ava_det.csv", "rb")))
-        write_results({"ava": result}, Path(a.out))
+        write_results({"ava" if a.decimals is None else f"ava_{a.decimals}dp": result}, Path(a.out))
+    elif a.what == "ava-ties":
+        write_results({"ava_ties": bench_ava_ties(work, Path(a.ref))}, Path(a.out))
     else:
-        workload = make_frame_workload(work, a.videos, a.frames, a.classes, a.boxes)
+        workload = make_frame_workload(work, a.videos, a.frames, a.classes, a.boxes, all_classes=a.all_classes)
         result = bench_frame(work, Path(a.ref), a.ref_python); result["workload"] = workload
         write_results({f"frame_{a.name}": result}, Path(a.out))
     print(json.dumps(json.loads((Path(a.out) / "evaluation_benchmark.json").read_text()), indent=1))

@@ -11,10 +11,11 @@ from .ava import (AVAFormatError, read_ava_csv, read_excluded, read_labelmap, re
                                 timestamp_to_frame)
 from .datasets import (AVADataset, Skipped, TubeDataset, build_dataset, collate_detection,
                                      summarize_skipped)
-from .decode import VideoDecodeError, clip_indices, num_video_frames, read_clip, read_video
+from .decode import (VideoDecodeError, clip_indices, iter_video_frames, num_video_frames, read_clip,
+                                   read_video)
 from .ucf_jhmdb import GTFormatError, annotated_frames, load_gt_pkl
 
 __all__ = ["synth", "transforms", "AVAFormatError", "read_ava_csv", "read_excluded", "read_labelmap",
            "read_proposals", "timestamp_to_frame", "AVADataset", "Skipped", "TubeDataset", "build_dataset",
            "collate_detection", "summarize_skipped", "VideoDecodeError", "clip_indices", "num_video_frames",
-           "read_clip", "read_video", "GTFormatError", "annotated_frames", "load_gt_pkl"]
+           "read_clip", "read_video", "iter_video_frames", "GTFormatError", "annotated_frames", "load_gt_pkl"]

@@ -16,7 +16,7 @@ from PIL import Image
 
 # %% auto #0
 __all__ = ['VideoDecodeError', 'clip_indices', 'folder_layout', 'read_image', 'decode_video_frames', 'num_video_frames',
-           'read_clip', 'read_video', 'write_video']
+           'read_clip', 'iter_video_frames', 'read_video', 'video_fps', 'write_video', 'remux_faststart']
 
 # %% ../../nbs/10_decode.ipynb #c7a70013
 class VideoDecodeError(RuntimeError):
@@ -68,12 +68,18 @@ def _read_folder(folder: Path, indices: np.ndarray) -> np.ndarray:
     return np.stack([images[i] for i in indices])
 
 # %% ../../nbs/10_decode.ipynb #061dca5f
+def _reason(e: Exception, path: Path) -> str:
+    "FFmpeg's error text without its errno, and the call that failed when that is not the file itself."
+    text = getattr(e, "strerror", None) or str(e)
+    where = getattr(e, "filename", None)
+    return f"{text}: {where}" if where and where != str(path) else text
+
 def _open_video(path: Path):
     "Open `path` with PyAV; return `(container, stream, n_frames)`; errors name the file."
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
-        raise VideoDecodeError(f"{path}: cannot open video ({e})") from e
+        raise VideoDecodeError(f"{path}: cannot open video ({_reason(e, path)})") from e
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(f"{path}: no video stream")
@@ -99,7 +105,7 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
     start = stream.start_time or 0
     for target in (start + int(Fraction(first) / stream.average_rate / stream.time_base), start):
         container.seek(target, stream=stream, backward=True, any_frame=False)
-        frames, n_decoded, overshoot = {}, 0, False
+        frames, n_decoded, overshoot, i = {}, 0, False, None
         try:
             for frame in container.decode(stream):
                 i = _frame_index(frame, stream); n_decoded += 1
@@ -110,7 +116,9 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
                 if i >= last:
                     break
         except av.error.FFmpegError as e:
-            raise VideoDecodeError(f"{path}: decoding failed after frame {max(frames, default=first - 1)} ({e})") from e
+            where = f"after frame {i}" if i is not None else f"at the keyframe before frame {first}"
+            raise VideoDecodeError(f"{path}: decoding failed {where} ({_reason(e, path)}) "
+                                   f"while reading frames {first}-{last}") from e
         if not overshoot:
             return frames, n_decoded
     raise VideoDecodeError(f"{path}: cannot seek to frame {first}")
@@ -126,7 +134,8 @@ def decode_video_frames(path, indices) -> tuple[np.ndarray, int]:
     missing = sorted(wanted - set(frames))
     if missing:
         raise VideoDecodeError(f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be decoded "
-                               f"(the container has {n_frames} frames): truncated or corrupt file")
+                               f"while reading frames {min(wanted)}-{max(wanted)} (the container has {n_frames} "
+                               f"frames): truncated or corrupt file")
     return np.stack([frames[int(i)] for i in indices]), n_decoded
 
 # %% ../../nbs/10_decode.ipynb #1e724001
@@ -154,14 +163,36 @@ def read_clip(path, key_frame: int, num_frames: int, stride: int, key: str = "ce
     return decode_video_frames(path, indices)[0]
 
 # %% ../../nbs/10_decode.ipynb #97b0ff3b
-def read_video(path) -> np.ndarray:
-    "Every frame of a video file, decoded from the start without seeking: uint8 `(N, H, W, 3)`."
-    container, stream, _ = _open_video(Path(path))
+def iter_video_frames(path):
+    """Every frame of a video file in order, uint8 `(H, W, 3)` RGB, decoded from the start without seeking.
+
+    A damaged stream raises `VideoDecodeError` naming the file and the first frame (0-based) that could not be
+    decoded, after yielding the good frames before it; so does a stream that ends before the frame count the
+    container stores (mp4; a count estimated from the duration, as for webm/mkv, is not held against it)."""
+    path = Path(path)
+    container, stream, n_frames = _open_video(path)
+    exact = bool(stream.frames)                          # stored by the container, not estimated
+    i = 0
     with container:
         try:
-            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                i += 1
         except av.error.FFmpegError as e:
-            raise VideoDecodeError(f"{path}: decoding failed ({e})") from e
+            raise VideoDecodeError(f"{path}: decoding failed at frame {i} ({_reason(e, path)})") from e
+    if exact and i < n_frames:
+        raise VideoDecodeError(f"{path}: decoding failed at frame {i} (the stream ends there but the container "
+                               f"has {n_frames} frames: truncated or corrupt file)")
+
+def read_video(path) -> np.ndarray:
+    "Every frame of a video file, decoded from the start without seeking: uint8 `(N, H, W, 3)`."
+    return np.stack(list(iter_video_frames(path)))
+
+def video_fps(path) -> float:
+    "Frames per second of a video file (its stream's average rate; 30 when the container gives none)."
+    container, stream, _ = _open_video(Path(path))
+    with container:
+        return float(stream.average_rate or 30)
 
 def write_video(path, frames: np.ndarray, fps: int = 30, gop: int = 30, crf: int = 18) -> Path:
     "Encode uint8 `(N, H, W, 3)` RGB frames as H.264 mp4 (a keyframe every `gop` frames exactly, index in front)."
@@ -176,3 +207,15 @@ def write_video(path, frames: np.ndarray, fps: int = 30, gop: int = 30, crf: int
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
         container.mux(stream.encode())
     return path
+
+def remux_faststart(src, dst) -> Path:
+    "Copy the video stream of `src` into the mp4 `dst` packet by packet (no re-encoding), its index in front."
+    dst = Path(dst)
+    with av.open(str(src)) as source, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = source.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is None: continue             # the demuxer's empty end-of-stream packet
+            packet.stream = copy
+            out.mux(packet)
+    return dst

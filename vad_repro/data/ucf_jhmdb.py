@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['GT_KEYS', 'GTFormatError', 'load_gt_pkl', 'split_videos', 'frame_path', 'frame_annotations', 'annotated_frames']
+__all__ = ['GT_KEYS', 'UCF101_24_CLASSES', 'JHMDB_21_CLASSES', 'CLASS_NAMES', 'GTFormatError', 'load_gt_pkl', 'split_videos',
+           'frame_path', 'frame_annotations', 'annotated_frames']
 
 # %% ../../nbs/12_ucf_jhmdb.ipynb #44d2ed23
 class GTFormatError(ValueError):
@@ -111,3 +112,15 @@ def annotated_frames(gt: dict, video: str) -> list[int]:
     "Sorted 1-based frames of `video` that carry at least one box."
     frames = {int(t) for tubes in gt["gttubes"].get(video, {}).values() for tube in tubes for t in tube[:, 0]}
     return sorted(frames)
+
+# %% ../../nbs/12_ucf_jhmdb.ipynb #ef6fcddd
+UCF101_24_CLASSES = (
+    "Basketball", "BasketballDunk", "Biking", "CliffDiving", "CricketBowling", "Diving", "Fencing",
+    "FloorGymnastics", "GolfSwing", "HorseRiding", "IceDancing", "LongJump", "PoleVault", "RopeClimbing",
+    "SalsaSpin", "SkateBoarding", "Skiing", "Skijet", "SoccerJuggling", "Surfing", "TennisSwing",
+    "TrampolineJumping", "VolleyballSpiking", "WalkingWithDog")                 # 24 classes
+JHMDB_21_CLASSES = (
+    "brush_hair", "catch", "clap", "climb_stairs", "golf", "jump", "kick_ball", "pick", "pour", "pullup",
+    "push", "run", "shoot_ball", "shoot_bow", "shoot_gun", "sit", "stand", "swing_baseball", "throw",
+    "walk", "wave")                                                             # 21 classes
+CLASS_NAMES = {"ucf": UCF101_24_CLASSES, "jhmdb": JHMDB_21_CLASSES}   # data format -> names in label order

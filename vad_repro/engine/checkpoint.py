@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['checkpoint_path', 'list_checkpoints', 'latest_checkpoint', 'atomic_save', 'save_checkpoint', 'load_checkpoint',
-           'rng_state', 'set_rng_state']
+__all__ = ['ENGINE_KEYS', 'checkpoint_path', 'list_checkpoints', 'latest_checkpoint', 'atomic_save', 'save_checkpoint',
+           'load_checkpoint', 'CheckpointError', 'top_level_keys', 'read_checkpoint', 'checkpoint_layout', 'rng_state',
+           'set_rng_state']
 
 # %% ../../nbs/83_checkpoint.ipynb #08ef1fee
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -61,6 +62,36 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict, keep_last: int
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     "Read a checkpoint (full unpickling: only load checkpoints you wrote)."
     return torch.load(path, map_location=map_location, weights_only=False)
+
+# %% ../../nbs/83_checkpoint.ipynb #4271bbca
+class CheckpointError(ValueError):
+    "A checkpoint file that cannot be used as asked; the message (one line) names the file and what it holds."
+
+ENGINE_KEYS = ("model", "config")   # in every checkpoint the trainer writes (beside step, optimizer, ema, ...)
+
+def top_level_keys(obj, n: int = 8) -> str:
+    "The top-level keys of a loaded checkpoint, for a message: the first `n`, sorted (or what it is, if not a dict)."
+    if not isinstance(obj, dict): return f"none: a {type(obj).__name__}, not a dict"
+    keys = sorted(map(str, obj))
+    return str(keys[:n]) + (f" ... ({len(keys)} keys)" if len(keys) > n else "")
+
+def read_checkpoint(path: str | Path):
+    "The object stored in a checkpoint file (full unpickling: only files you trust); CheckpointError naming the file."
+    path = Path(path)
+    if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint file")
+    try: return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:                       # truncated, not a torch file, a pickled class that is not importable
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e
+
+def checkpoint_layout(path: str | Path, obj) -> str:
+    "'engine' (written by `vad-repro train`) or 'yowo_official' (by the official YOWO code); else CheckpointError."
+    from vad_repro.yowo.model import is_official_checkpoint
+    if isinstance(obj, dict) and all(k in obj for k in ENGINE_KEYS): return "engine"
+    if is_official_checkpoint(obj): return "yowo_official"
+    raise CheckpointError(f"{path}: unknown checkpoint layout (top-level keys: {top_level_keys(obj)}); expected one "
+                          f"written by `vad-repro train` (keys {list(ENGINE_KEYS)}, ...) or by the official YOWO code "
+                          f"(keys ['epoch', 'state_dict', 'fscore'])")
 
 # %% ../../nbs/83_checkpoint.ipynb #bfc02b45
 def rng_state() -> dict:

@@ -12,9 +12,11 @@ import os
 import sys
 
 from .config import TrainConfig, config_names, get_config, is_implemented, iters, require_model
+from ..models import StateDictMismatch
 
 # %% auto #0
-__all__ = ['parse_value', 'apply_overrides', 'train_parser', 'config_from_args', 'list_configs', 'train_main', 'detect_parser',
+__all__ = ['NAMED_NONE', 'DAMAGED_VIDEO', 'TRAIN_EXIT_STATUS', 'DETECT_EXIT_STATUS', 'parse_value', 'apply_overrides', 'one_line',
+           'error_line', 'train_parser', 'config_from_args', 'list_configs', 'train_main', 'detect_parser',
            'detect_main']
 
 # %% ../../nbs/86_engine_cli.ipynb #9ae1fed7
@@ -24,6 +26,8 @@ def parse_value(text: str):
     try: return ast.literal_eval(text)
     except (ValueError, SyntaxError): return text
 
+NAMED_NONE = {"transforms"}   # fields where the text 'none' names a value (no transform), not None (the paper's preset)
+
 def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
     "Apply `FIELD=VALUE` strings to a config (unknown fields are an error naming the field)."
     fields = {f.name for f in dataclasses.fields(cfg)}
@@ -31,12 +35,28 @@ def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields: raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD a TrainConfig field")
-        changes[key] = parse_value(value)
+        changes[key] = value if key in NAMED_NONE and value == "none" else parse_value(value)
     return cfg.replace(**changes)
 
 # %% ../../nbs/86_engine_cli.ipynb #0b044a22
+DAMAGED_VIDEO = 4   # exit status: a damaged video (detect: partial outputs written; train: a clip it cannot read)
+TRAIN_EXIT_STATUS = """exit status: 0 done; 2 bad usage, a model not landed yet, unusable weights; 3 a NaN/inf loss;
+  4 a clip that cannot be read (without --skip-bad); 128+N stopped by signal N after a checkpoint"""
+
+def one_line(e: BaseException) -> str:
+    "The message of `e` on one line: an error re-raised from a DataLoader worker ends with the original `Type: message`."
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    return lines[-1][len(prefix):] if lines[-1].startswith(prefix) else lines[-1]
+
+def error_line(e: BaseException) -> str:
+    "What a command prints for an error it stops on: a strict load's one-line summary, else the error's message."
+    if isinstance(e, StateDictMismatch): return e.brief()
+    return str(e.args[0]) if e.args else str(e)
+
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vad-repro train", description="Train a detector from a named config.")
+    p = argparse.ArgumentParser(prog="vad-repro train", description="Train a detector from a named config.",
+                                epilog=TRAIN_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the named configs and exit")
     p.add_argument("--config", help="config name (see --list)")
     p.add_argument("--data", help="dataset root (default: the synthetic benchmark of the config's format)")
@@ -56,6 +76,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="directory holding the pretrained files under their official names (default: $VAD_REPRO_WEIGHTS)")
     p.add_argument("--random-init", action="store_true", help="allow a real-data run to start from random weights")
     p.add_argument("--recipe", help="the config's alternative recipe to use (e.g. 'paper' for YOWO)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip clips that cannot be read (counted in metrics.jsonl and reported) instead of stopping")
     return p
 
 def config_from_args(args) -> TrainConfig:
@@ -70,6 +92,7 @@ def config_from_args(args) -> TrainConfig:
     cfg = apply_overrides(cfg, args.set)
     if args.init: cfg = cfg.replace(init={**cfg.init, **dict(parse_init(text) for text in args.init)})
     if args.random_init: cfg = cfg.replace(random_init=True)
+    if args.skip_bad: cfg = cfg.replace(skip_bad=True)
     return with_weights_dir(cfg, args.weights_dir)
 
 # %% ../../nbs/86_engine_cli.ipynb #cc4000f9
@@ -87,6 +110,7 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.list: print(list_configs()); return 0
     if not args.config or not args.out:
         print("vad-repro train: --config and --out are required (or --list)", file=sys.stderr); return 2
+    from vad_repro.data.decode import VideoDecodeError
     from vad_repro.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, build_data
     from vad_repro.engine.distributed import shutdown_distributed
     from vad_repro.engine.pretrained import check_initialisation
@@ -97,22 +121,32 @@ def train_main(argv: list[str] | None = None) -> int:
         val_set = None if args.no_eval else build_data(cfg, cfg.val_split, train=False)
         result = Trainer(cfg, args.out, val_set=val_set, device=args.device, resume=args.resume).fit()
     except (KeyError, ValueError, NotImplementedError) as e:
-        print(f"vad-repro train: {e.args[0] if e.args else e}", file=sys.stderr); return 2
+        print(f"vad-repro train: {error_line(e)}", file=sys.stderr); return 2
     except NonFiniteLossError as e:
         print(f"vad-repro train: {e}", file=sys.stderr); return 3
+    except VideoDecodeError as e:                               # a clip the data cannot give (no --skip-bad)
+        print(f"vad-repro train: {one_line(e)} (--skip-bad skips and counts such clips)", file=sys.stderr)
+        return DAMAGED_VIDEO
     except TrainingInterrupted as e:
         print(f"vad-repro train: {e}", file=sys.stderr); return e.exit_status
     finally:
         shutdown_distributed()
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items() if not isinstance(v, dict)))
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+                   if not isinstance(v, (dict, list))))
     return 0
 
 # %% ../../nbs/86_engine_cli.ipynb #ab587c99
+DETECT_EXIT_STATUS = """exit status: 0 done; 2 bad usage, an unknown config, a checkpoint that cannot be used, a video
+  that is missing or cannot be opened (nothing written); 4 a damaged video: the detections of the frames
+  before the damage are written, and one line names the file, the frame where decoding failed and the files written"""
+
 def detect_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vad-repro detect", description="Run a detector over a video of any length.")
+    p = argparse.ArgumentParser(prog="vad-repro detect", description="Run a detector over a video of any length.",
+                                epilog=DETECT_EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("video", help="video file")
     p.add_argument("--config", required=True, help="config name (model, clip length, stride, size)")
-    p.add_argument("--checkpoint", help="trained checkpoint (RUN/checkpoints/step_*.pt); default: untrained weights")
+    p.add_argument("--checkpoint", help="trained checkpoint (RUN/checkpoints/step_*.pt) or a released YOWO one "
+                                        "(the official code's .pth); default: untrained weights")
     p.add_argument("--out", required=True, help="output directory: detections.csv, annotated.mp4")
     p.add_argument("--every", type=int, help="a key frame every N frames (default: one per second)")
     p.add_argument("--min-score", type=float, default=0.05, help="write (box, class) rows scoring at least this")
@@ -123,11 +157,15 @@ def detect_parser() -> argparse.ArgumentParser:
 def detect_main(argv: list[str] | None = None) -> int:
     "`vad-repro detect VIDEO ...`"
     args = detect_parser().parse_args(argv)
-    from vad_repro.engine.inference import detect
+    from vad_repro.data.decode import VideoDecodeError
+    from vad_repro.engine.checkpoint import CheckpointError
+    from vad_repro.engine.inference import PartialDetections, detect
     try:
         result = detect(args.video, get_config(args.config), args.out, checkpoint=args.checkpoint, every=args.every,
                         min_score=args.min_score, annotate=not args.no_video, device=args.device)
-    except (KeyError, NotImplementedError, FileNotFoundError) as e:
-        print(f"vad-repro detect: {e.args[0] if e.args else e}", file=sys.stderr); return 2
+    except PartialDetections as e:                              # outputs of the frames before the damage written
+        print(f"vad-repro detect: {e}", file=sys.stderr); return DAMAGED_VIDEO
+    except (KeyError, NotImplementedError, FileNotFoundError, VideoDecodeError, CheckpointError) as e:
+        print(f"vad-repro detect: {error_line(e)}", file=sys.stderr); return 2
     print(" ".join(f"{k}={v}" for k, v in result.items()))
     return 0

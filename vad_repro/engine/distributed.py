@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['DistContext', 'init_distributed', 'shutdown_distributed', 'GlobalBatchSampler', 'all_reduce_mean', 'barrier',
-           'max_over_ranks', 'wrap_model', 'unwrap_model']
+           'max_over_ranks', 'all_gather_lists', 'wrap_model', 'unwrap_model']
 
 # %% ../../nbs/84_distributed.ipynb #50c79c31
 @dataclass(frozen=True)
@@ -96,6 +96,13 @@ def max_over_ranks(value: int, device: torch.device) -> int:
     dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return int(x.item())
 
+def all_gather_lists(items: list) -> list:
+    "Every process's list of picklable `items`, concatenated in rank order (`items` itself without a group)."
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return list(items)
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(items))
+    return [x for part in parts for x in part]
+
 def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     "Move to the device; DDP when there are several processes."
     model = model.to(ctx.device)
@@ -113,5 +120,6 @@ def _demo_worker(rank: int, world_size: int, port: int, queue):
     ctx = init_distributed("cpu")
     mean = all_reduce_mean(torch.tensor([float(ctx.rank)])).item()
     batch = next(iter(GlobalBatchSampler(8, 4, ctx.rank, ctx.world_size, seed=0)))
-    queue.put((ctx.rank, mean, batch))
+    gathered = all_gather_lists([f"rank {ctx.rank}"] * (ctx.rank + 1))
+    queue.put((ctx.rank, mean, batch, gathered))
     shutdown_distributed()

@@ -14,22 +14,34 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .config import TrainConfig, build_model
+from .checkpoint import (
+    CheckpointError, checkpoint_layout, latest_checkpoint, read_checkpoint, top_level_keys)
+from .config import TrainConfig, build_model, get_config
 from .trainer import build_data, collate, eval_transform, to_device
 
 # %% auto #0
 __all__ = ['RUN_RECORD_KEYS', 'predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'sampled_gt', 'evaluate_model',
-           'load_model', 'run_config', 'evaluate_run', 'KeyFramePlan', 'clip_to_input', 'draw', 'VideoWriter', 'detect']
+           'dataset_class_names', 'load_model', 'run_config', 'evaluate_run', 'KeyFramePlan', 'clip_to_input', 'draw',
+           'VideoWriter', 'PartialDetections', 'detect']
 
 # %% ../../nbs/85_inference.ipynb #11654f4e
 @torch.no_grad()
-def predict(model: nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu"):
-    "Yield (meta, detections) for every sample of `dataset`, in order, model in eval mode; boxes relative to each clip."
+def predict(model: nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu",
+            skipped: list | None = None):
+    """Yield (meta, detections) for every sample of `dataset`, in order, model in eval mode; boxes relative to each clip.
+
+    The reasons of samples a `skip_bad` dataset left out (`Skipped`) are appended to `skipped`; without that
+    list a skipped sample is an error (`VideoDecodeError` with its reason), never silently missing."""
     from vad_repro.data.datasets import unpad_boxes
+    from vad_repro.data.decode import VideoDecodeError
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in loader:
+        left_out = batch.get("skipped", [])
+        if left_out and skipped is None:
+            raise VideoDecodeError(f"{left_out[0]} (skipped by the dataset; pass `skipped=[]` to count such samples)")
+        if skipped is not None: skipped.extend(left_out)
+        if not batch["meta"]: continue                          # every sample of this batch was skipped
         dets = model(to_device(batch, torch.device(device)))
         padded = tuple(batch["clip"].shape[-2:])
         for meta, det in zip(batch["meta"], dets):
@@ -104,32 +116,78 @@ def _score_frames(metas, dets, dataset, out_dir: Path, name: str) -> dict:
     return score_frame_rows(rows, gt, videos, getattr(dataset, "frames", "annotated") == "all")
 
 def evaluate_model(model: nn.Module, dataset, cfg: TrainConfig, out_dir: str | Path, device=None) -> dict:
-    "frame-mAP@0.5 (and video-mAP where defined) of `model` on `dataset` by the dataset's protocol, and the chance level."
+    """frame-mAP@0.5 (and video-mAP where defined) of `model` on `dataset` by the dataset's protocol, and the chance level.
+    `skipped` counts the samples a `skip_bad` dataset could not read (their reasons: `skipped_samples`); their
+    ground truth still counts, as missed."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     device = device or next(model.parameters()).device
-    metas, dets = zip(*predict(model, dataset, batch_size=cfg.batch_size, device=device)) if len(dataset) else ((), ())
+    skipped: list[str] = []
+    pairs = list(predict(model, dataset, batch_size=cfg.batch_size, device=device, skipped=skipped))
+    metas, dets = zip(*pairs) if pairs else ((), ())
     score = _score_ava if dataset.fmt == "ava" else _score_frames
     name = "detections.csv" if dataset.fmt == "ava" else "detections.npy"
     ours, chance = score(metas, dets, dataset, out_dir, name), score(metas, _chance(list(dets)), dataset, out_dir, "chance_" + name)
-    result = {**ours, **{f"chance_{k}": v for k, v in chance.items()}, "num_detections": int(sum(len(d["boxes"]) for d in dets))}
+    result = {**ours, **{f"chance_{k}": v for k, v in chance.items()},
+              "num_detections": int(sum(len(d["boxes"]) for d in dets)), "skipped": len(skipped)}
+    if skipped: result["skipped_samples"] = skipped
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 # %% ../../nbs/85_inference.ipynb #56d0efeb
+def dataset_class_names(cfg: TrainConfig, num_classes: int) -> list[str] | None:
+    """Class names of the config's dataset if it has `num_classes` classes, else None.
+
+    With a data root: its labels (GT pickle or label map); without: the benchmark's official list
+    (UCF101-24, J-HMDB-21), else the synthetic set's classes."""
+    from vad_repro.data import synth
+    from vad_repro.data.ucf_jhmdb import CLASS_NAMES
+    if cfg.data_root: lists = [build_data(cfg, cfg.val_split, train=False).class_names]
+    else:
+        synthetic = synth.AVA_CLASSES if cfg.data_format == "ava" else synth.POSE_CLASSES
+        lists = [CLASS_NAMES.get(cfg.data_format), synthetic]
+    return next((list(names) for names in lists if names is not None and len(names) == num_classes), None)
+
+def _checkpoint_record(cfg: TrainConfig, path, ck: dict, layout: str) -> dict:
+    "What a checkpoint says of its model: num_classes, class_names, action_ids (None where it says nothing)."
+    from vad_repro.yowo.model import official_num_classes, official_state
+    if layout == "engine":
+        held = ck["config"].get("model")
+        if held != cfg.model:
+            raise CheckpointError(f"{path} holds a {held!r} model, config {cfg.name!r} builds {cfg.model!r}")
+        return {k: ck.get(k) for k in ("num_classes", "class_names", "action_ids")}
+    if cfg.paper != "yowo":
+        raise CheckpointError(f"{path} is an official YOWO checkpoint, config {cfg.name!r} builds a "
+                              f"{cfg.model!r} model: run it with a YOWO config")
+    num_classes = official_num_classes(official_state(ck)[0], cfg.model_kwargs.get("num_anchors", 5))
+    return {"num_classes": num_classes, "class_names": None, "action_ids": None}
+
+def _load_weights(model: nn.Module, cfg: TrainConfig, path, ck: dict, layout: str):
+    "The checkpoint's tensors into `model`, strictly (all used, shapes checked); else one line naming keys."
+    from vad_repro.models import StateDictMismatch, load_state_strict
+    from vad_repro.yowo.model import load_official_into
+    try:
+        if layout == "yowo_official": load_official_into(model, ck, str(path))
+        else: load_state_strict(model, ck["ema"] if ck.get("ema") is not None else ck["model"], str(path))
+    except StateDictMismatch as e:
+        raise CheckpointError(f"{e.brief()} (the model of config {cfg.name!r}; the file's layout: {layout}, "
+                              f"top-level keys {top_level_keys(ck)})") from e
+
 def load_model(cfg: TrainConfig, checkpoint: str | Path | None = None, num_classes: int | None = None,
                device: str | None = None) -> tuple[nn.Module, dict]:
-    "The config's model with a checkpoint's weights (its EMA weights when it has them), in eval mode."
+    """The config's model in eval mode with a checkpoint's weights (its EMA weights when it has them), and
+    `{num_classes, class_names, action_ids}`. `checkpoint`: one `vad-repro train` wrote, or a released YOWO one."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ck = load_checkpoint(checkpoint) if checkpoint else {}
-    if checkpoint and ck["config"]["model"] != cfg.model:
-        raise ValueError(f"{checkpoint} holds a {ck['config']['model']!r} model, config {cfg.name!r} builds {cfg.model!r}")
-    num_classes = ck.get("num_classes") or num_classes
-    if num_classes is None: num_classes = build_data(cfg, cfg.val_split, train=False).num_classes
-    model = build_model(cfg, num_classes)
-    if checkpoint: model.load_state_dict(ck["ema"] if ck.get("ema") is not None else ck["model"])
-    info = {"num_classes": num_classes, "class_names": ck.get("class_names"), "action_ids": ck.get("action_ids")}
+    ck = read_checkpoint(checkpoint) if checkpoint else {}
+    layout = checkpoint_layout(checkpoint, ck) if checkpoint else None
+    none = {"num_classes": None, "class_names": None, "action_ids": None}
+    info = _checkpoint_record(cfg, checkpoint, ck, layout) if checkpoint else none
+    info["num_classes"] = info["num_classes"] or num_classes or build_data(cfg, cfg.val_split, train=False).num_classes
+    info["class_names"] = info["class_names"] or dataset_class_names(cfg, info["num_classes"])
+    model = build_model(cfg, info["num_classes"])
+    if checkpoint: _load_weights(model, cfg, checkpoint, ck, layout)
     return model.to(device).eval(), info
 
+# %% ../../nbs/85_inference.ipynb #e8613f53
 RUN_RECORD_KEYS = ("initialised_from",)   # what `RUN/config.json` records beside the config's fields
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -141,14 +199,31 @@ def run_config(run_dir: str | Path) -> TrainConfig:
         fields["milestones"] = [[m, unit] for m in fields["milestones"]]
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k not in RUN_RECORD_KEYS})
 
-def evaluate_run(run_dir: str | Path, device: str | None = None) -> dict:
-    "Evaluate a run's newest checkpoint on its config's validation split; writes RUN/eval_final/result.json."
-    run_dir, cfg = Path(run_dir), run_config(run_dir)
-    ckpt = latest_checkpoint(run_dir / "checkpoints")
-    if ckpt is None: raise FileNotFoundError(f"{run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-    model, _ = load_model(cfg, ckpt, device=device)
+def _evaluation_inputs(run_dir, checkpoint, config, out_dir, data_root) -> tuple[TrainConfig, Path, Path]:
+    "The config, checkpoint and output directory of an evaluation: a run directory's, or those named."
+    if run_dir is None and not (config and checkpoint and out_dir):
+        raise ValueError("evaluate a run directory, or name a config, a checkpoint and an output directory")
+    cfg = get_config(config) if config else run_config(run_dir)
+    if data_root: cfg = cfg.replace(data_root=str(data_root))
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(Path(run_dir) / "checkpoints")
+        if checkpoint is None: raise FileNotFoundError(f"{run_dir}: no checkpoint in {Path(run_dir) / 'checkpoints'}")
+    return cfg, Path(checkpoint), Path(out_dir) if out_dir else Path(run_dir) / "eval_final"
+
+def evaluate_run(run_dir: str | Path | None = None, device: str | None = None, checkpoint: str | Path | None = None,
+                 config: str | None = None, out_dir: str | Path | None = None, data_root: str | None = None) -> dict:
+    """Evaluate a checkpoint on its config's validation split by the dataset's protocol; writes OUT/result.json.
+
+    With `run_dir`: the run's config and newest checkpoint, OUT = RUN/eval_final (each may be replaced). Without:
+    `config` (a name), `checkpoint` (one `vad-repro train` wrote, or a released YOWO one) and `out_dir`."""
+    cfg, ckpt, out = _evaluation_inputs(run_dir, checkpoint, config, out_dir, data_root)
+    model, info = load_model(cfg, ckpt, device=device)       # an unusable file stops before any data is read
     val_set = build_data(cfg, cfg.val_split, train=False)
-    return {"checkpoint": str(ckpt), **evaluate_model(model, val_set, cfg, run_dir / "eval_final")}
+    if info["num_classes"] != val_set.num_classes:
+        data = cfg.data_root or f"the synthetic {cfg.data_format} set"
+        raise CheckpointError(f"{ckpt}: its model has {info['num_classes']} classes, the {cfg.val_split} split "
+                              f"of {data} has {val_set.num_classes}; evaluate it on its own dataset (--data)")
+    return {"checkpoint": str(ckpt), **evaluate_model(model, val_set, cfg, out)}
 
 # %% ../../nbs/85_inference.ipynb #300aa4fa
 class KeyFramePlan:
@@ -169,6 +244,11 @@ class KeyFramePlan:
     def keep_from(self) -> int:
         "Frames before this index are needed by no pending clip (and their key frame is done)."
         return int(self.clips[self.next].min()) if self.next < len(self.keys) else 1 << 62
+
+    def end_at(self, n_frames: int):
+        "The video ended after `n_frames` frames, fewer than planned: later key frames go, pending clips clamp at its end."
+        self.keys = [k for k in self.keys if k < n_frames]
+        self.clips = [np.minimum(c, n_frames - 1) for c in self.clips[: len(self.keys)]]
 
 # %% ../../nbs/85_inference.ipynb #7c93d5b0
 def clip_to_input(frames: np.ndarray, transform, num_classes: int) -> torch.Tensor:
@@ -210,38 +290,61 @@ class VideoWriter:
         self.container.close()
 
 # %% ../../nbs/85_inference.ipynb #53dbe653
+class PartialDetections(RuntimeError):
+    "`detect` met a damaged video; the outputs of the frames before the damage are written, `result` counts them."
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
 @torch.no_grad()
 def detect(video: str | Path, cfg: TrainConfig, out_dir: str | Path, checkpoint: str | Path | None = None,
            every: int | None = None, min_score: float = 0.05, annotate: bool = True, device: str | None = None) -> dict:
-    "Detect actions over `video` with bounded memory; writes OUT/detections.csv (and OUT/annotated.mp4)."
-    from vad_repro.data.decode import num_video_frames
+    """Detect actions over `video` with bounded memory; writes OUT/detections.csv (and OUT/annotated.mp4).
+
+    Returns `{frames, key_frames, rows, peak_buffered_frames}`. A file that cannot be opened (or whose first frame
+    cannot be decoded) raises `VideoDecodeError` with nothing written; a video damaged further on raises
+    `PartialDetections` naming the frame, after writing the outputs of the frames before it."""
+    from vad_repro.data.decode import VideoDecodeError, iter_video_frames, num_video_frames, video_fps
     from vad_repro.evaluation import write_ava_csv
     video, out_dir = Path(video), Path(out_dir)
     if not video.exists(): raise FileNotFoundError(f"{video}: no such video")
+    n_frames, fps = num_video_frames(video), video_fps(video)      # not a video: stops here, nothing written
+    model, info = load_model(cfg, checkpoint, device=device)        # a bad checkpoint: stops here, nothing written
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, info = load_model(cfg, checkpoint, device=device)
     dev = next(model.parameters()).device
     names = info["class_names"] or [str(c + 1) for c in range(info["num_classes"])]
     action_ids = info["action_ids"] or list(range(1, info["num_classes"] + 1))   # 1-based as in AVA label maps
     transform = eval_transform(cfg)
-    n_frames = num_video_frames(video)
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 30)
-        plan = KeyFramePlan(n_frames, every or max(1, round(fps)), cfg.num_frames, cfg.stride, cfg.key)
-        buffer, done, rows, writer, peak = {}, [], [], None, 0
-        for i, frame in enumerate(container.decode(stream)):
-            buffer[i] = frame.to_ndarray(format="rgb24")
-            if annotate and writer is None: writer = VideoWriter(out_dir / "annotated.mp4", fps, *buffer[i].shape[1::-1])
-            peak = max(peak, len(buffer))
-            for pos in plan.ready(i if i < n_frames - 1 else 1 << 62):
-                done.append(_detect_key(model, buffer, plan, pos, info["num_classes"], transform, dev))
-                rows += _csv_rows(video.stem, done[-1], fps, min_score, action_ids)
-            _flush(buffer, plan.keep_from(), writer, done, names)
+    plan = KeyFramePlan(n_frames, every or max(1, round(fps)), cfg.num_frames, cfg.stride, cfg.key)
+    buffer, done, rows, writer, peak, n, damage = {}, [], [], None, 0, 0, None
+
+    def run_ready(decoded_up_to: int):
+        for pos in plan.ready(decoded_up_to):
+            done.append(_detect_key(model, buffer, plan, pos, info["num_classes"], transform, dev))
+            rows.extend(_csv_rows(video.stem, done[-1], fps, min_score, action_ids))
+    try:
+        try:
+            for n, frame in enumerate(iter_video_frames(video), start=1):   # frame n - 1, (H, W, 3)
+                buffer[n - 1] = frame
+                if annotate and writer is None: writer = VideoWriter(out_dir / "annotated.mp4", fps, *frame.shape[1::-1])
+                peak = max(peak, len(buffer))
+                run_ready(n - 1 if n < n_frames else 1 << 62)
+                _flush(buffer, plan.keep_from(), writer, done, names)
+        except VideoDecodeError as e:
+            if n == 0: raise                                          # not one frame decoded: nothing to write
+            damage = e
+        if n < n_frames: plan.end_at(n)                               # the frames decoded are the video
+        run_ready(1 << 62)
         _flush(buffer, 1 << 62, writer, done, names)
-    if writer: writer.close()
+    finally:
+        if writer: writer.close()                                     # a readable mp4 whatever stopped the loop
     write_ava_csv(out_dir / "detections.csv", rows)
-    return {"frames": i + 1, "key_frames": len(plan.keys), "rows": len(rows), "peak_buffered_frames": peak}
+    result = {"frames": n, "key_frames": len(plan.keys), "rows": len(rows), "peak_buffered_frames": peak}
+    if damage is not None:
+        written = [out_dir / "detections.csv"] + ([out_dir / "annotated.mp4"] if writer else [])
+        message = f"{damage}; wrote detections for frames 0–{n - 1} to {' and '.join(map(str, written))}"
+        raise PartialDetections(message, result)
+    return result
 
 # %% ../../nbs/85_inference.ipynb #e45f313b
 def _detect_key(model, buffer: dict, plan: KeyFramePlan, pos: int, num_classes: int, transform, device) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint import top_level_keys
 from .config import TrainConfig
 
 # %% auto #0
@@ -61,7 +62,7 @@ def _state_keys(obj) -> list[str]:
     return [k.removeprefix("module.") for k in state if isinstance(k, str)] if isinstance(state, dict) else []
 
 def detect_layout(path: Path, obj) -> str:
-    "The layout of a checkpoint, from its suffix and keys; InitError listing the first keys when unknown."
+    "The layout of a checkpoint, from its suffix and keys; InitError listing its top-level and first keys when unknown."
     if path.suffix == ".weights": return "darknet"
     blobs = obj.get("blobs", obj) if isinstance(obj, dict) else {}
     if path.suffix == ".mat" or any(isinstance(k, str) and k.startswith(("comp_", "shortcut_projection_")) for k in blobs):
@@ -74,7 +75,8 @@ def detect_layout(path: Path, obj) -> str:
     if any(k.startswith(("backbone_3d.", "backbone_2d.", "cfam.")) for k in keys): return "yowo"
     if any(re.match(r"s\d(_fuse)?\.", k) for k in keys): return "pyslowfast"
     if any(k.startswith(("conv1.", "layer1.", "features.")) for k in keys): return "kinetics3d"
-    raise InitError(f"{path}: layout not recognised (first keys: {keys[:5]}); name it as "
+    raise InitError(f"{path}: layout not recognised (top-level keys: {top_level_keys(obj)}; first weight keys: "
+                    f"{keys[:5]}); name it as "
                     f"--init PART=LAYOUT:{path} with LAYOUT one of {list(LAYOUTS)}")
 
 # %% ../../nbs/88_pretrained.ipynb #05d75025
@@ -97,12 +99,10 @@ def _load_pyslowfast(module: nn.Module, obj, where: str) -> int:
     return len(state)
 
 def _load_yowo(module: nn.Module, obj, where: str) -> int:
-    "A released YOWO checkpoint (official names) into a YOWO model (`YOWO.from_official`'s renaming)."
-    from vad_repro.models import load_state_strict
-    from vad_repro.yowo.model import official_state
-    state, _ = official_state(obj)
-    load_state_strict(module, state, where)
-    return len(state)
+    "A released YOWO checkpoint (official names) into a YOWO model (`YOWO.from_official`'s renaming and strict load)."
+    from vad_repro.yowo.model import load_official_into, official_state
+    load_official_into(module, obj, where)
+    return len(official_state(obj)[0])
 
 def _load_backbone_state(module: nn.Module, layout: str, obj, where: str) -> int:
     "CSN (vmz, mmaction2) and ViT (videomae, transformers) tensors under our names into the backbone, strictly."
@@ -185,10 +185,10 @@ def _covered(prefix: str, init: dict) -> bool:
     return any(part == "" or prefix == part or prefix.startswith(part + ".") for part in init)
 
 def with_weights_dir(cfg: TrainConfig, weights_dir: str | Path | None) -> TrainConfig:
-    "The config with `init` filled, for each pretrained part not given, by DIR/<official file name> when it exists."
+    "The config with `init` filled, for each pretrained part `init` leaves out, by DIR/<official name> if there."
     if not weights_dir: return cfg
     found = {part: str(Path(weights_dir) / w["file"]) for part, w in cfg.pretrained.items()
-             if part not in cfg.init and w.get("file") and (Path(weights_dir) / w["file"]).is_file()}
+             if not _covered(part, cfg.init) and w.get("file") and (Path(weights_dir) / w["file"]).is_file()}
     return cfg.replace(init={**cfg.init, **found}) if found else cfg
 
 def _wanted(part: str, w: dict) -> str:
@@ -202,7 +202,7 @@ def check_initialisation(cfg: TrainConfig, weights_dir: str | Path | None = None
     if random_frozen:
         raise InitError(f"config {cfg.name!r} freezes {random_frozen} but does not load them from a file: a frozen "
                         f"random part never learns. Pass --init PART=FILE, or unfreeze with --set frozen=()")
-    missing = {p: w for p, w in cfg.pretrained.items() if p not in cfg.init}
+    missing = {p: w for p, w in cfg.pretrained.items() if not _covered(p, cfg.init)}   # a whole-model file covers all
     if cfg.data_root is None or cfg.random_init or not missing: return
     where = f" (not found in --weights-dir {weights_dir})" if weights_dir else ""
     raise InitError(f"config {cfg.name!r} trains on real data, and the paper starts these parts from pretrained "

@@ -29,7 +29,7 @@ from .checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, rn
                                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, build_model, require_model
 from .detector import check_losses
-from .distributed import (DistContext, GlobalBatchSampler, all_reduce_mean, barrier,
+from .distributed import (DistContext, GlobalBatchSampler, all_gather_lists, all_reduce_mean, barrier,
                                           init_distributed, max_over_ranks, unwrap_model, wrap_model)
 from .pretrained import check_initialisation, initialise
 from ..losses import weighted_sum
@@ -242,14 +242,14 @@ def make_transform(cfg: TrainConfig, train: bool):
     return transforms.for_paper(preset, train=train, size=cfg.size)
 
 def build_data(cfg: TrainConfig, split: str, train: bool):
-    "The dataset of `split` with the config's clip sampling and transforms (J-HMDB/UCF evaluation: `eval_frames`)."
+    "The dataset of `split` with the config's clip sampling, transforms, `skip_bad` (J-HMDB/UCF eval: `eval_frames`)."
     from vad_repro.data.datasets import build_dataset
     extra = {"proposals": True} if cfg.data_format == "ava" and cfg.proposals else {}
     if cfg.data_format != "ava":
         extra = {"split_index": cfg.split_index, "train_frame_stride": cfg.train_frame_stride,
                  "frames": cfg.train_frames if train else cfg.eval_frames}
     return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
-                         key=cfg.key, transform=make_transform(cfg, train), **extra)
+                         key=cfg.key, transform=make_transform(cfg, train), skip_bad=cfg.skip_bad, **extra)
 
 def collate(items: list[dict]) -> dict:
     "`vad_repro.data.collate_detection` (imported lazily so the engine imports without the data band)."
@@ -363,6 +363,8 @@ class Trainer:
         self.total, self.milestones = resolve_steps(cfg, len(self.sampler))
         self._build_model()
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.epoch_skipped = []                                     # reasons of the clips this epoch skipped
+        self.carried_skipped = []                                   # ... of a batch that was no step: for the next record
 
     def _build_model(self):
         cfg = self.cfg
@@ -404,8 +406,8 @@ class Trainer:
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             return check_losses(self.model(batch), loss_weights(self.model))
 
-    def train_step(self, batch: dict) -> dict:
-        "Steps 1–3 of the notebook; returns the step's metrics record."
+    def train_step(self, batch: dict, skipped: list[str] | None = None) -> dict:
+        "Steps 1–3 of the notebook; returns the step's metrics record (`skipped`: every process's skipped clips)."
         model = unwrap_model(self.model)
         if hasattr(model, "before_step"):                     # a mean-teacher model gets the EMA once burn-in is over
             model.before_step(self.step, self.ema.module if self.ema and self.step > self.cfg.ema_start else None)
@@ -417,7 +419,8 @@ class Trainer:
         weighted = {f"weighted_{n}": weights[n] * v for n, v in terms.items()}
         record = {"step": self.step, "loss": sum(weighted.values()), **terms, **weighted,
                   "lr": self.optimizer.param_groups[-1]["lr"]}
-        if batch.get("skipped"): record["skipped"] = len(batch["skipped"])   # unreadable clips (skip_bad datasets)
+        skipped = batch.get("skipped", []) if skipped is None else skipped
+        if skipped: record["skipped"], record["skipped_samples"] = len(skipped), list(skipped)   # unreadable (skip_bad)
         if hasattr(model, "step_stats"): record.update(model.step_stats())       # e.g. ME-STAD's pseudo-label counts
         check_finite({**terms, "loss": record["loss"]}, self.step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -429,6 +432,17 @@ class Trainer:
         self.scaler.step(self.optimizer); self.scaler.update(); self.scheduler.step()
         if self.ema: self.ema.update(model, decay=0.0 if self.step <= self.cfg.ema_start else None)
         return record
+
+    def skipped_in(self, batch: dict) -> tuple[list[str], bool]:
+        "The reasons of the clips every process skipped in this batch, and whether some process has no clip left."
+        local = batch.get("skipped", [])
+        state = max_over_ranks(2 if local and not len(batch["clip"]) else int(bool(local)), self.ctx.device)
+        return (all_gather_lists(local) if state else []), state == 2
+
+    def report_skipped(self, what: str, reasons: list[str]):
+        "Log a summary of skipped clips (rank 0; nothing when there are none)."
+        from vad_repro.data.datasets import summarize_skipped
+        if reasons and self.ctx.is_main: self.log(f"{what}: {summarize_skipped(reasons)}")
 
     def loader(self) -> DataLoader:
         "The DataLoader of the current epoch, starting at the current data position."
@@ -470,9 +484,18 @@ class Trainer:
                 batches = iter(self.loader())
                 try:
                     for batch in batches:
-                        self.step += 1; self.batch_in_epoch += 1
+                        skipped, empty = self.skipped_in(batch)
+                        self.epoch_skipped += skipped; self.batch_in_epoch += 1
                         if self.batch_in_epoch == len(self.sampler): self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                        self.after_step(self.train_step(batch))
+                        if empty:                                          # some process has no clip left: no step
+                            self.carried_skipped += skipped
+                            self.report_skipped(f"after step {self.step}, a batch with no clip left", skipped)
+                        else:
+                            self.step += 1
+                            self.after_step(self.train_step(batch, self.carried_skipped + skipped))
+                            self.carried_skipped = []
+                        if self.batch_in_epoch == 0:
+                            self.report_skipped(f"epoch {self.epoch - 1}", self.epoch_skipped); self.epoch_skipped = []
                         signum = max_over_ranks(stop.signum, self.ctx.device)   # every rank stops at the same step
                         if signum: raise self.interrupted(signum)
                         if self.step >= self.total: break
@@ -480,9 +503,12 @@ class Trainer:
                 finally:
                     stop_workers(batches)
         result = self.evaluate() if self.val_set is not None else {}
+        logged = read_jsonl(self.run_dir / "metrics.jsonl") if self.ctx.is_main else []   # the whole run, resumed too
+        skipped = [r for rec in logged for r in rec.get("skipped_samples", [])]
+        self.report_skipped("the run", skipped)
         if self.ctx.is_main: plot_losses(self.run_dir)
         barrier()
-        return {"steps": self.step, **result}
+        return {"steps": self.step, "train_skipped": max_over_ranks(len(skipped), self.ctx.device), **result}
 
     def interrupted(self, signum: int) -> "TrainingInterrupted":
         "At a step boundary after a stop signal: checkpoint this step (unless just written), the exception to raise."
@@ -504,5 +530,6 @@ class Trainer:
             result = {"step": self.step, **evaluate(model, self.val_set, self.cfg, out_dir)}
             with open(self.run_dir / "eval.jsonl", "a") as f: f.write(json.dumps(result) + "\n")
             self.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+            self.report_skipped(f"step {self.step} evaluation", result.get("skipped_samples", []))
         barrier()
         return result

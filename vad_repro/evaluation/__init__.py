@@ -6,13 +6,15 @@
 __all__ = []
 
 # %% ../../nbs/25_evaluation_api.ipynb #63054576
-"""Evaluation protocols: AVA frame-mAP, J-HMDB/UCF frame-mAP and video-mAP."""
+"""Evaluation protocols: AVA frame-mAP, J-HMDB/UCF frame-mAP and video-mAP, YOWO's Table 3 metrics."""
 from .ava import (average_precision, evaluate_ava, greedy_match, pairwise_iou, read_ava_csv,
                                       read_exclusions, read_labelmap, voc_ap, write_ava_csv)
 from .frame_map import actor_ap, frame_ap, frame_map, read_voc_folder, voc_folder_map
 from .video_map import (Tube, link_singh, link_tubes, link_yowo, tube_iou, tube_nms, video_ap,
                                             video_map)
+from .yowo_metrics import frame_counts, localization_classification, yowo_localization
 
 __all__ = ["average_precision", "evaluate_ava", "greedy_match", "pairwise_iou", "read_ava_csv", "read_exclusions",
            "read_labelmap", "voc_ap", "write_ava_csv", "actor_ap", "frame_ap", "frame_map", "read_voc_folder", "voc_folder_map",
-           "Tube", "link_singh", "link_tubes", "link_yowo", "tube_iou", "tube_nms", "video_ap", "video_map"]
+           "Tube", "link_singh", "link_tubes", "link_yowo", "tube_iou", "tube_nms", "video_ap", "video_map",
+           "frame_counts", "localization_classification", "yowo_localization"]

@@ -6,22 +6,29 @@
 from __future__ import annotations
 
 import csv
+import heapq
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-try:                                                                 # the fast CSV reader (optional)
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-except ImportError:
-    pa = pa_csv = None
+pa = pa_csv = None                                                   # the fast CSV reader: imported on first use
+
+def _load_pyarrow() -> bool:
+    "Import pyarrow (optional) when an AVA file is first read: its 0.2 s are not paid by the other evaluators."
+    global pa, pa_csv
+    if pa_csv is None:
+        try:
+            import pyarrow, pyarrow.csv
+            pa, pa_csv = pyarrow, pyarrow.csv
+        except ImportError: return False
+    return True
 
 # %% auto #0
-__all__ = ['read_labelmap', 'CsvRows', 'iter_ava_csv', 'read_ava_csv', 'KeyframeIndex', 'read_exclusions', 'rank_order',
-           'sort_by_group', 'top_k_per_group', 'pairwise_iou', 'greedy_match', 'precision_recall', 'voc_ap',
-           'average_precision', 'evaluate_ava', 'write_ava_csv']
+__all__ = ['pa', 'pa_csv', 'read_labelmap', 'CsvRows', 'iter_ava_csv', 'read_ava_csv', 'KeyframeIndex', 'read_exclusions',
+           'rank_order', 'official_heap_order', 'official_top_k', 'top_k_superset', 'keyframe_top_k', 'pairwise_iou',
+           'greedy_match', 'precision_recall', 'voc_ap', 'average_precision', 'evaluate_ava', 'write_ava_csv']
 
 # %% ../../nbs/20_ava_map.ipynb #f9efbc94
 def read_labelmap(path) -> dict[int, str]:
@@ -228,6 +235,7 @@ def _read_chunks(path, chunk_bytes: int):
 # %% ../../nbs/20_ava_map.ipynb #fd3ba92a
 def _arrow_options(ncols: int, chunk_bytes: int):
     "pyarrow.csv options that read a chunk exactly as `_parse_row` splits it: no quoting, no nulls."
+    _load_pyarrow()
     names = [f"c{j}" for j in range(ncols)]
     types = {"c0": pa.dictionary(pa.int32(), pa.string())} | {n: pa.float64() for n in names[1:]}
     return (pa_csv.ReadOptions(column_names=names, use_threads=False, block_size=chunk_bytes + (1 << 16)),
@@ -280,7 +288,7 @@ def iter_ava_csv(path, ncols: int = 8, lenient: bool = False, chunk_bytes: int =
     """Yield `CsvRows` of consecutive chunks of an AVA CSV (video indices shared across chunks).
     `arrow=False` (or no pyarrow installed) uses only the exact NumPy/Python reader."""
     video_ids = {}
-    options = _arrow_options(ncols, chunk_bytes) if arrow and pa_csv is not None else None
+    options = _arrow_options(ncols, chunk_bytes) if arrow and _load_pyarrow() else None
     line0 = 1
     for piece in _read_chunks(path, chunk_bytes):
         rows = _arrow_chunk(piece, line0, video_ids, options) if options else None
@@ -349,10 +357,21 @@ def rank_order(score: np.ndarray) -> np.ndarray:
         order[pos] = sub[np.lexsort((sub, -s[pos]))]
     return order
 
-def sort_by_group(group: np.ndarray, order: np.ndarray) -> np.ndarray:
-    "Reorder `order` (a ranking of rows) group-major, keeping the ranking inside each group."
-    position = np.empty(len(order), np.int64); position[order] = np.arange(len(order))
-    return np.argsort(group * len(order) + position)               # unique keys: any sort is stable
+def official_heap_order(score, action, boxes, k: int) -> np.ndarray:
+    """The official reader replayed on one keyframe's rows (file order): indices of the rows it keeps, in
+    its final order. k < 1 keeps every row (the ground-truth reader)."""
+    heap, row_of = [], {}                                          # tuple identity -> row
+    for i, (s, a, x1, y1, x2, y2) in enumerate(zip(score.tolist(), action.tolist(), *boxes.T.tolist())):
+        if k < 1 or len(heap) < k:
+            t = (s, a, y1, x1, y2, x2); row_of[id(t)] = i; heapq.heappush(heap, t)
+        elif s > heap[0][0]:                                       # strictly better than the smallest
+            t = (s, a, y1, x1, y2, x2); row_of[id(t)] = i; heapq.heapreplace(heap, t)
+    return np.array([row_of[id(t)] for t in sorted(heap, key=lambda t: -t[0])], np.int64)
+
+def _runs(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Run index of every element of `g` and the start of each run of equal values."
+    new = np.ones(len(g), bool); new[1:] = g[1:] != g[:-1]
+    return np.cumsum(new) - 1, np.flatnonzero(new)
 
 def _descending_key(score: np.ndarray) -> np.ndarray:
     "uint32 key, ascending as float32(score) descends (equal floats, ±0 included, get equal keys)."
@@ -360,33 +379,97 @@ def _descending_key(score: np.ndarray) -> np.ndarray:
     ascending = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(1 << 31))
     return ~ascending
 
-def _packed_group_rank(group: np.ndarray, score: np.ndarray) -> np.ndarray:
-    "Group-major, rank-order row order for < 2^16 rows and groups: one sort of packed uint64 keys."
-    n = len(group)
-    key = ((group - group.min()).astype(np.uint64) << np.uint64(48)) \
-        | (_descending_key(score).astype(np.uint64) << np.uint64(16)) | np.arange(n, dtype=np.uint64)
-    key.sort()                                                      # (group, float32 score desc, row)
+def _rank_order(kf: np.ndarray, score: np.ndarray, line: np.ndarray) -> np.ndarray:
+    "Indices sorting rows (given in file order) by keyframe, score descending, file line."
+    n = len(kf)
+    if n == 0: return np.zeros(0, np.int64)
+    lo = kf.min()
+    if n >= 1 << 16 or kf.max() - lo >= 1 << 16 or np.any(line[1:] < line[:-1]):
+        return np.lexsort((line, -score, kf))
+    key = ((kf - lo).astype(np.uint64) << np.uint64(48)) | (_descending_key(score).astype(np.uint64) << np.uint64(16)) \
+        | np.arange(n, dtype=np.uint64)
+    key.sort()                                                     # (keyframe, float32 score desc, row)
     order = (key & np.uint64(0xFFFF)).astype(np.int64)
     coarse = key >> np.uint64(16)
-    tie = np.flatnonzero(coarse[1:] == coarse[:-1])                # equal as float32: decide exactly
-    if len(tie):
-        pos = np.unique(np.concatenate([tie, tie + 1]))
+    tie = np.flatnonzero(coarse[1:] == coarse[:-1])
+    differ = tie[score[order[tie]] != score[order[tie + 1]]]
+    if len(differ):                                                # equal as float32, not as float64
+        crun, _ = _runs(coarse)
+        pos = np.flatnonzero(np.isin(crun, crun[differ]))
         sub = order[pos]
         order[pos] = sub[np.lexsort((sub, -score[sub], coarse[pos]))]
     return order
 
-def top_k_per_group(group: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
-    "Boolean mask of the k best-ranked rows of every group (ties: earlier row first)."
-    if k <= 0 or len(group) == 0: return np.ones(len(group), bool)
-    if len(group) < 1 << 16 and int(group.max()) - int(group.min()) < 1 << 16:
-        order = _packed_group_rank(group, score)
-    else: order = sort_by_group(group, rank_order(score))
-    g = group[order]
-    new = np.ones(len(g), bool); new[1:] = g[1:] != g[:-1]
-    first = np.maximum.accumulate(np.where(new, np.arange(len(g)), 0))  # start of each row's group
-    keep = np.zeros(len(group), bool)
-    keep[order[np.arange(len(g)) - first < k]] = True
-    return keep
+def official_top_k(kf, action, boxes, score, line, k: int) -> np.ndarray:
+    "Indices of the rows the official reader keeps of whole keyframes, by keyframe, score desc, file line."
+    n = len(kf)
+    order = _rank_order(kf, score, line)
+    if k < 1: return order
+    g, s = kf[order], score[order]
+    gi, first = _runs(g)
+    size = np.diff(np.append(first, n))
+    rank = np.arange(n) - first[gi]
+    keep = rank < k
+    tau = np.where(size > k, s[np.minimum(first + k - 1, n - 1)], -np.inf)      # k-th best score per keyframe
+    ge = s >= tau[gi]
+    boundary = np.bincount(gi, ge, len(first)) > k                              # a tie crosses the k-th place
+    if boundary.any():
+        n_better = np.bincount(gi, s > tau[gi], len(first)).astype(np.int64)
+        sub = np.flatnonzero(boundary[gi] & ge)
+        sub = sub[np.lexsort((line[order[sub]], gi[sub]))]                     # file order per keyframe
+        sgi, sfirst = _runs(gi[sub])
+        tied = sub[(s[sub] == tau[gi[sub]]) & (np.arange(len(sub)) - sfirst[sgi] < k)]  # in the heap when it fills
+        b, a = boxes[order[tied]], action[order[tied]]
+        tied = tied[np.lexsort((b[:, 2], b[:, 3], b[:, 0], b[:, 1], a, gi[tied]))]   # tuple order, ascending
+        tgi, tfirst = _runs(gi[tied])
+        from_top = np.diff(np.append(tfirst, len(tied)))[tgi] - 1 - (np.arange(len(tied)) - tfirst[tgi])
+        keep_b = (s > tau[gi]) & boundary[gi]
+        keep_b[tied[from_top < k - n_better[gi[tied]]]] = True                 # the largest tied tuples survive
+        keep = np.where(boundary[gi], keep_b, keep)
+    return order[keep]
+
+def top_k_superset(kf: np.ndarray, score: np.ndarray, k: int, bins: int = 256) -> np.ndarray:
+    "Mask of rows that can be among the k best of their keyframe (per run of equal ids, binned scores)."
+    n = len(kf)
+    if k < 1 or n <= k: return np.ones(n, bool)
+    lo, hi = score.min(), score.max()
+    if not hi > lo: return np.ones(n, bool)
+    b = np.minimum(((score - lo) * ((bins - 1) / (hi - lo))).astype(np.int64), bins - 1)   # monotone in the score
+    run, _ = _runs(kf)
+    R = int(run[-1]) + 1
+    hist = np.bincount(run * bins + (bins - 1 - b), minlength=R * bins).reshape(R, bins)    # best bin first
+    reach = np.cumsum(hist, 1) >= k
+    cut = np.where(reach[:, -1], bins - 1 - reach.argmax(1), 0)                # lowest bin still needed
+    return b >= cut[run]
+
+def _same_class_ties(kf, cls, score) -> np.ndarray:
+    "Keyframes holding two rows of one class with one score (rows sorted by keyframe, score desc)."
+    eq = (kf[1:] == kf[:-1]) & (score[1:] == score[:-1])
+    if not eq.any(): return np.zeros(0, np.int64)
+    tied = np.zeros(len(kf), bool); tied[1:] |= eq; tied[:-1] |= eq
+    i = np.flatnonzero(tied)
+    o = i[np.lexsort((cls[i], score[i], kf[i]))]
+    dup = (kf[o][1:] == kf[o][:-1]) & (score[o][1:] == score[o][:-1]) & (cls[o][1:] == cls[o][:-1])
+    return np.unique(kf[o][1:][dup]) if dup.any() else np.zeros(0, np.int64)
+
+def keyframe_top_k(kf, cls, boxes, score, line, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The official top-k of whole keyframes (rows in file order): kept rows, each one's position in its
+    keyframe's final order, and how many keyframes needed the heap replayed for that order."""
+    sup = np.flatnonzero(top_k_superset(kf, score, k))
+    kept = sup[official_top_k(kf[sup], cls[sup], boxes[sup], score[sup], line[sup], k)]
+    gi, first = _runs(kf[kept])
+    pos = np.arange(len(kept)) - first[gi]                        # score desc, then file line
+    replay = _same_class_ties(kf[kept], cls[kept], score[kept])
+    if len(replay):                                               # the heap's layout decides: replay it
+        again = np.isin(kf[kept], replay)
+        ks, ps = [kept[~again]], [pos[~again]]
+        rows = np.flatnonzero(np.isin(kf, replay))
+        rows = rows[np.argsort(kf[rows], kind="stable")]
+        for r in np.split(rows, np.flatnonzero(np.diff(kf[rows])) + 1):
+            h = official_heap_order(score[r], cls[r], boxes[r], k)
+            ks.append(r[h]); ps.append(np.arange(len(h)))
+        kept, pos = np.concatenate(ks), np.concatenate(ps)
+    return kept, pos, len(replay)
 
 # %% ../../nbs/20_ava_map.ipynb #8e42ac08
 def pairwise_iou(a: np.ndarray, b: np.ndarray, pixel_offset: float = 0.0) -> np.ndarray:
@@ -472,43 +555,95 @@ class _Boxes:
 
 # %% ../../nbs/20_ava_map.ipynb #bbe9a32d
 def _read_gt(gt_csv, labelmap, kf: KeyframeIndex, lenient: bool, counts: dict) -> _Boxes:
-    "Ground-truth boxes of label-map classes, keyframes registered in `kf` first."
+    "Ground-truth boxes of label-map classes in the official order, keyframes registered in `kf` first."
     gt = read_ava_csv(gt_csv, lenient=lenient)
     gt_kf = kf(gt)
     known, cls = _class_table(labelmap, gt.action)
     counts.update(gt_rows=len(gt.line), gt_rows_unknown_class=int(np.sum(~known & (gt.action >= 0))),
                   malformed=list(gt.malformed))
-    boxes = _Boxes(gt_kf, cls, gt.boxes, gt.last, gt.line)[known]
-    return boxes[np.argsort(-boxes.score, kind="stable")]          # official order: descending person id
+    b = _Boxes(gt_kf, cls, gt.boxes, gt.last, gt.line)[known]
+    b = b[np.argsort(b.kf, kind="stable")]                         # rows of one keyframe together, file order
+    kept, pos, _ = keyframe_top_k(b.kf, b.cls, b.boxes, b.score, b.line, 0)
+    return b[kept[np.lexsort((pos, b.kf[kept]))]]
 
-def _stream_detections(det_csv, labelmap, kf, num_gt_kf, excluded_ids, top_k, lenient, counts) -> _Boxes:
-    "Detection rows that survive the label map, exclusions, the GT keyframe filter and the top-k cut."
-    kept = []
-    for rows in iter_ava_csv(det_csv, lenient=lenient):
-        det_kf = kf(rows)
-        known, cls = _class_table(labelmap, rows.action)
-        excluded = np.isin(det_kf, excluded_ids)
-        in_gt = det_kf < num_gt_kf                                  # GT keyframes were registered first
+class _DetectionStream:
+    "Keyframes cut to the official top k as their rows arrive (file order), one open keyframe carried."
+    def __init__(self, num_kf: int, k: int):
+        self.k, self.parts, self.positions, self.carry, self.replayed = k, [], [], None, 0
+        self.closed, self.scattered = np.zeros(num_kf, bool), np.zeros(num_kf, bool)
+        self.first_line = np.full(num_kf, np.iinfo(np.int64).max)
+
+    def _close(self, b: _Boxes):
+        kept, pos, replayed = keyframe_top_k(b.kf, b.cls, b.boxes, b.score, b.line, self.k)
+        self.parts.append(b[kept]); self.positions.append(pos)
+        self.closed[b.kf[kept]] = True; self.replayed += replayed
+
+    def add(self, b: _Boxes):
+        "Candidate rows of one chunk, in file order."
+        _, starts = _runs(b.kf)
+        np.minimum.at(self.first_line, b.kf[starts], b.line[starts])
+        again = self.closed[b.kf]
+        if again.any(): self.scattered[b.kf[again]] = True; b = b[~again]
+        if len(b.kf) == 0: return
+        open_kf, carried = b.kf[-1], (self.carry.kf[0] if self.carry is not None else -1)
+        is_open, is_carried = b.kf == open_kf, b.kf == carried
+        done = np.flatnonzero(~is_open & ~is_carried)
+        if len(done):                                               # usually one run: a slice, no copy
+            self._close(b[done[0]:done[-1] + 1] if done[-1] + 1 - done[0] == len(done) else b[done])
+        if self.carry is not None:
+            self.carry = _Boxes.cat([self.carry, b[is_carried]])
+            if carried == open_kf: return
+            self._close(self.carry)
+        self.carry = b[is_open]
+
+    def finish(self) -> tuple[_Boxes, np.ndarray]:
+        if self.carry is not None: self._close(self.carry); self.carry = None
+        if not self.parts: return _Boxes(*(np.zeros(0, np.int64),) * 2, np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)), np.zeros(0, np.int64)
+        return _Boxes.cat(self.parts), np.concatenate(self.positions)
+
+def _candidates(rows: CsvRows, det_kf, labelmap, excluded_ids, num_gt_kf, counts: dict | None) -> _Boxes:
+    "Rows of label-map classes at keyframes of the ground truth that are not excluded (counted in `counts`)."
+    known, cls = _class_table(labelmap, rows.action)
+    excluded = np.isin(det_kf, excluded_ids)
+    in_gt = det_kf < num_gt_kf                                      # GT keyframes were registered first
+    if counts is not None:
         for key, n in (("det_rows", len(rows.line)), ("det_rows_unknown_class", np.sum(~known & (rows.action >= 0))),
                        ("det_rows_excluded", np.sum(known & excluded)),
                        ("det_rows_not_in_gt", np.sum(known & ~excluded & ~in_gt))):
             counts[key] = counts.get(key, 0) + int(n)
         counts["malformed"] += rows.malformed
-        candidates = np.flatnonzero(known & ~excluded & in_gt)
-        counts["_candidates"] = counts.get("_candidates", 0) + len(candidates)
-        best = candidates[top_k_per_group(det_kf[candidates], rows.last[candidates], top_k)]
-        kept.append(_Boxes(det_kf[best], cls[best], rows.boxes[best], rows.last[best], rows.line[best]))
-    det = _Boxes.cat(kept) if kept else _Boxes(*(np.zeros(0, np.int64),) * 2, np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
-    keep = np.ones(len(det.kf), bool)                              # only keyframes cut by a chunk border
-    over = np.flatnonzero(np.bincount(det.kf)[det.kf] > top_k)     # can still hold more than k rows
-    keep[over] = top_k_per_group(det.kf[over], det.score[over], top_k)
-    return det if keep.all() else det[keep]
+    c = known & ~excluded & in_gt
+    c = slice(None) if c.all() else np.flatnonzero(c)
+    return _Boxes(det_kf[c], cls[c], rows.boxes[c], rows.last[c], rows.line[c])
+
+def _stream_detections(det_csv, labelmap, kf, num_gt_kf, excluded_ids, top_k, lenient, counts, chunk_bytes):
+    "Kept detection rows, their positions inside their keyframes, and each keyframe's first line."
+    stream, candidates = _DetectionStream(num_gt_kf, top_k), 0
+    for rows in iter_ava_csv(det_csv, lenient=lenient, chunk_bytes=chunk_bytes):
+        b = _candidates(rows, kf(rows), labelmap, excluded_ids, num_gt_kf, counts)
+        candidates += len(b.kf)
+        stream.add(b)
+    det, pos = stream.finish()
+    if stream.scattered.any():                                      # their rows once more, all together
+        keep = ~stream.scattered[det.kf]
+        parts = [b[stream.scattered[b.kf]] for b in (_candidates(rows, kf(rows), labelmap, excluded_ids, num_gt_kf, None)
+                                                     for rows in iter_ava_csv(det_csv, lenient=True, chunk_bytes=chunk_bytes))]
+        again = _Boxes.cat(parts)
+        again = again[np.argsort(again.kf, kind="stable")]
+        kept, p, replayed = keyframe_top_k(again.kf, again.cls, again.boxes, again.score, again.line, top_k)
+        det, pos = _Boxes.cat([det[keep], again[kept]]), np.concatenate([pos[keep], p])
+        stream.replayed += replayed
+    counts.update(det_rows_beyond_top_k=candidates - len(det.kf), det_keyframes_scattered=int(stream.scattered.sum()),
+                  det_keyframes_replayed=stream.replayed)
+    return det, pos, stream.first_line
 
 # %% ../../nbs/20_ava_map.ipynb #a16b6c32
-def evaluate_ava(gt_csv, det_csv, labelmap, excluded=None, lenient=False, top_k=50, iou_threshold=0.5) -> dict:
-    """AVA frame-mAP with the ActivityNet evaluator's semantics.
+def evaluate_ava(gt_csv, det_csv, labelmap, excluded=None, lenient=False, top_k=50, iou_threshold=0.5,
+                 chunk_bytes: int = 1 << 21) -> dict:
+    """AVA frame-mAP with the ActivityNet evaluator's semantics, ties included.
 
-    labelmap: `.pbtxt` path or {id: name}; excluded: excluded-timestamps CSV path, or (video, t) pairs."""
+    labelmap: `.pbtxt` path or {id: name}; excluded: excluded-timestamps CSV path, or (video, t) pairs;
+    chunk_bytes: the detection file is read in pieces of this size (memory)."""
     labelmap = read_labelmap(labelmap) if not isinstance(labelmap, dict) else labelmap
     excluded = read_exclusions(excluded) if isinstance(excluded, (str, Path)) else list(excluded or [])
     kf, counts = KeyframeIndex(), {}
@@ -517,25 +652,30 @@ def evaluate_ava(gt_csv, det_csv, labelmap, excluded=None, lenient=False, top_k=
     excluded_ids = np.array([kf.ids.setdefault((v, round(float(t), 6)), len(kf.ids)) for v, t in excluded], np.int64)
     gt_excluded = np.isin(gt.kf, excluded_ids)
     counts["gt_rows_excluded"] = int(gt_excluded.sum())
-    det = _stream_detections(det_csv, labelmap, kf, num_gt_kf, excluded_ids, top_k, lenient, counts)
-    counts["det_rows_beyond_top_k"] = counts.pop("_candidates", 0) - len(det.kf)
+    det, pos, first_line = _stream_detections(det_csv, labelmap, kf, num_gt_kf, excluded_ids, top_k, lenient, counts, chunk_bytes)
     degenerate = (det.boxes[:, 2] <= det.boxes[:, 0]) | (det.boxes[:, 3] <= det.boxes[:, 1])
     counts["det_boxes_degenerate"] = int(degenerate.sum())
     malformed = counts.pop("malformed")
     counts.update(malformed_rows=len(malformed), malformed=malformed[:20])
-    return _score(labelmap, gt[~gt_excluded], det[~degenerate], iou_threshold) | counts
+    return _score(labelmap, gt[~gt_excluded], det[~degenerate], pos[~degenerate], first_line, iou_threshold) | counts
 
 # %% ../../nbs/20_ava_map.ipynb #237cea2d
-def _score(labelmap: dict, gt: _Boxes, det: _Boxes, iou_threshold: float) -> dict:
-    "Match kept detections to kept ground truth; per-class AP (eq. 1) and mAP."
+def _score(labelmap: dict, gt: _Boxes, det: _Boxes, pos: np.ndarray, first_line: np.ndarray, iou_threshold: float) -> dict:
+    "Match kept detections to kept ground truth; per-class AP (eq. 1) and mAP, in the evaluator's order."
     C = len(labelmap)
-    order = rank_order(det.score)
+    visit = first_line[det.kf]                                     # keyframes in the order they were first met
+    order = (np.argsort((visit << 20) + pos, kind="stable") if len(pos) == 0 or (pos.max() < 1 << 20 and visit.max() < 1 << 40)
+             else np.lexsort((pos, visit)))
     rank = np.empty(len(order), np.int64); rank[order] = np.arange(len(order))
     tp = greedy_match(det.kf * C + det.cls, det.boxes, rank, gt.kf * C + gt.cls, gt.boxes, iou_threshold)
     num_gt = np.bincount(gt.cls, minlength=C)
-    by_class = sort_by_group(det.cls, order)                        # class-major, rank order inside
+    by_class = order[np.argsort(det.cls[order].astype(np.int32), kind="stable")]   # class-major, evaluator's order inside
     bounds = np.searchsorted(det.cls[by_class], np.arange(C + 1))
-    ap = [average_precision(tp[by_class[bounds[c]:bounds[c + 1]]], int(num_gt[c])) for c in range(C)]
+    ap = []
+    for c in range(C):
+        rows = by_class[bounds[c]:bounds[c + 1]]
+        ranked = rows[np.argsort(det.score[rows])[::-1]]            # the evaluator's own (unstable) sort
+        ap.append(average_precision(tp[ranked], int(num_gt[c])))
     names = [labelmap[i] for i in sorted(labelmap)]
     valid = [a for a in ap if not math.isnan(a)]
     return dict(mAP=float(np.mean(valid)) if valid else math.nan, per_class=dict(zip(names, ap)),

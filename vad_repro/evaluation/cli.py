@@ -92,7 +92,17 @@ def _run(args) -> int:
     if evaluate_run is None:
         print("vad-repro evaluate run: not implemented yet (needs vad_repro.engine.evaluate_run)", file=sys.stderr)
         return 2
-    result = evaluate_run(args.run_dir)
+    if args.run_dir is None and not (args.config and args.checkpoint and args.out):
+        print("vad-repro evaluate run: give a run directory RUN, or --config NAME --checkpoint FILE --out DIR",
+              file=sys.stderr)
+        return 2
+    from vad_repro.engine.checkpoint import CheckpointError
+    try:
+        result = evaluate_run(args.run_dir, device=args.device, checkpoint=args.checkpoint, config=args.config,
+                              out_dir=args.out, data_root=args.data)
+    except (KeyError, CheckpointError) as e:          # an unknown config name; a checkpoint that cannot be used
+        print(f"vad-repro evaluate run: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1, default=_json_default))
     return 0
 
@@ -119,8 +129,13 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--json", default=None, help="also write everything to this JSON file")
     v.add_argument("--linking", choices=["yowo", "singh"], default="yowo")
     v.add_argument("--iou", type=float, nargs="+", default=[0.1, 0.2, 0.5, 0.75])
-    r = sub.add_parser("run", help="evaluate a training run directory (the engine's evaluate_run)")
-    r.add_argument("run_dir")
+    r = sub.add_parser("run", help="evaluate a training run, or a checkpoint file under a named config (evaluate_run)")
+    r.add_argument("run_dir", nargs="?", help="run directory RUN: its config.json and newest checkpoint")
+    r.add_argument("--config", help="config name (needed without RUN)")
+    r.add_argument("--checkpoint", help="RUN/checkpoints/step_*.pt or a released YOWO .pth (needed without RUN)")
+    r.add_argument("--data", help="dataset root (default: the run's, or the config's synthetic benchmark)")
+    r.add_argument("--out", help="output directory for result.json and the detections (default RUN/eval_final)")
+    r.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     return p
 
 def main(argv: list[str] | None = None) -> int:

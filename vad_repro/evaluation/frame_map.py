@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ava import average_precision, greedy_match, rank_order
+from .ava import _parse_fields, average_precision, greedy_match, rank_order
 
 # %% auto #0
 __all__ = ['frame_ap', 'gt_frame_boxes', 'check_detections', 'frame_map', 'actor_ap', 'read_voc_folder', 'voc_folder_map']
@@ -94,22 +94,61 @@ def actor_ap(gt: dict, dets, videos: list[str], iou: float = 0.5) -> float:
     return 0.0 if math.isnan(ap[0]) else float(ap[0])
 
 # %% ../../nbs/21_frame_map.ipynb #47e7e3fb
-def read_voc_folder(folder, detections: bool) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    "(image names, class names, scores, boxes (N, 4)) of a folder of per-frame `.txt` files."
-    images, classes, scores, boxes = [], [], [], []
+def _read_file(path: bytes) -> bytes:
+    "The bytes of a small file with three system calls (no file object: 18 k files per J-HMDB folder)."
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        parts = [os.read(fd, 1 << 16)]
+        while len(parts[-1]) == 1 << 16: parts.append(os.read(fd, 1 << 16))
+    finally: os.close(fd)
+    return b"".join(parts)
+
+def _parse_voc_files(folder, names: list[str], blobs: list[bytes], ncols: int):
+    "(image names, class tokens, values (N, ncols - 1)) of some files of a folder, parsed as one text."
+    blob = b"\n".join(blobs) + b"\n"                               # one text: each file ends a line
+    a = np.frombuffer(blob, np.uint8)
+    eol = (a == 10) | ((a == 13) & (np.append(a[1:], 10) != 10))    # \n, \r\n or a lone \r ends a line
+    space = eol | (a == 32) | (a == 9) | (a == 13) | (a == 11) | (a == 12)   # bytes.split()'s whitespace
+    field_start = np.flatnonzero(~space & np.append(True, space[:-1]))
+    field_len = np.flatnonzero(~space & np.append(space[1:], True)) + 1 - field_start
+    line_end = np.flatnonzero(eol)
+    fields = np.bincount(np.searchsorted(line_end, field_start), minlength=len(line_end))   # fields per line
+    first_line = np.cumsum([0] + [b.count(b"\n") + b.count(b"\r") - b.count(b"\r\n") + 1 for b in blobs])
+    bad = np.flatnonzero((fields != 0) & (fields != ncols))
+    if len(bad):
+        f = int(np.searchsorted(first_line, bad[0], "right")) - 1
+        raise ValueError(f"{Path(folder) / names[f]}:{bad[0] - first_line[f] + 1}: expected {ncols} fields, got {fields[bad[0]]}")
+    number = np.ones(len(field_start), bool); number[0::ncols] = False       # the first field is the class
+    values, ok = _parse_fields(np.concatenate([a, np.zeros(32, np.uint8)]), field_start[number], field_len[number])
+    slow = np.flatnonzero(~ok)                                      # exponents, signs, long mantissas: float()
+    try: values[slow] = [float(blob[b:b + n]) for b, n in zip(field_start[number][slow].tolist(), field_len[number][slow].tolist())]
+    except ValueError: values = None
+    if values is None or not np.isfinite(values).all():            # find and name the first bad field
+        for name, data in zip(names, blobs):
+            for lineno, text in enumerate(data.splitlines(), 1):
+                for field in text.split()[1:]:
+                    try: good = math.isfinite(float(field))
+                    except ValueError: good = False
+                    if not good: raise ValueError(f"{Path(folder) / name}:{lineno}: not a finite number ({field.decode(errors='replace')!r})")
+    rows = np.flatnonzero(fields == ncols)
+    images = [names[f][:-4] for f in (np.searchsorted(first_line, rows, "right") - 1).tolist()]
+    return images, blob.split()[0::ncols], values.reshape(-1, ncols - 1)
+
+def read_voc_folder(folder, detections: bool, batch_bytes: int = 1 << 22) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    "(image names, class names, scores, boxes (N, 4)) of a folder of per-frame `.txt` files (read ~4 MB at a time)."
     ncols = 6 if detections else 5
     names = sorted(e.name for e in os.scandir(folder) if e.name.endswith(".txt"))   # sorted as strings
-    for name in names:
-        with open(os.path.join(folder, name), "rb") as f: text = f.read().decode()
-        for lineno, line in enumerate(text.splitlines(), 1):
-            fields = line.split()
-            if not fields: continue
-            if len(fields) != ncols: raise ValueError(f"{Path(folder) / name}:{lineno}: expected {ncols} fields, got {len(fields)}")
-            try: values = [float(f) for f in fields[1:]]
-            except ValueError as e: raise ValueError(f"{Path(folder) / name}:{lineno}: not a number ({e})") from None
-            images.append(name[:-4]); classes.append(fields[0])
-            scores.append(values[0] if detections else 1.0); boxes.append(values[-4:])
-    return images, classes, np.array(scores, np.float64), np.array(boxes, np.float64).reshape(-1, 4)
+    base = os.fsencode(folder) + b"/"
+    images, tokens, values, batch, blobs, size = [], [], [], [], [], 0
+    for k, name in enumerate(names):
+        blobs.append(_read_file(base + os.fsencode(name))); batch.append(name); size += len(blobs[-1]) + 1
+        if size >= batch_bytes or k == len(names) - 1:
+            i, t, v = _parse_voc_files(folder, batch, blobs, ncols)
+            images += i; tokens += t; values.append(v); batch, blobs, size = [], [], 0
+    values = np.concatenate(values) if values else np.zeros((0, ncols - 1))
+    labels = {c: c.decode() for c in set(tokens)}
+    scores = values[:, 0].copy() if detections else np.ones(len(values))
+    return images, [labels[c] for c in tokens], scores, values[:, -4:].copy()
 
 # %% ../../nbs/21_frame_map.ipynb #d2e39810
 def voc_folder_map(gt_dir, det_dir, iou: float = 0.5) -> dict:

@@ -19,7 +19,8 @@ from .cfam import fusion_for
 from .loss import ANCHORS, RegionLossConfig, decode_detections, region_loss
 
 # %% auto #0
-__all__ = ['TABLE5_BACKBONES', 'TINY', 'YOWOConfig', 'YOWO', 'official_to_ours', 'official_state', 'load_official',
+__all__ = ['TABLE5_BACKBONES', 'TINY', 'YOWOConfig', 'YOWO', 'official_to_ours', 'ours_to_official', 'is_official_checkpoint',
+           'official_state', 'official_num_classes', 'load_official_into', 'load_official', 'to_official',
            'lfb_clip_indices', 'build_feature_bank', 'lfb_feature', 'YOWODetector', 'image_input']
 
 # %% ../../nbs/42_yowo.ipynb #d4767335
@@ -92,6 +93,14 @@ def official_to_ours(key: str) -> str:
     key = key.removeprefix("module.")
     return "fusion." + key[len("cfam."):] if key.startswith("cfam.") else key
 
+def ours_to_official(key: str) -> str:
+    "One of our YOWO keys -> the official name (without DataParallel's `module.`)."
+    return "cfam." + key[len("fusion."):] if key.startswith("fusion.") else key
+
+def is_official_checkpoint(obj) -> bool:
+    "Whether `obj` has the layout the official training script saves: a `state_dict` dict beside an `epoch`."
+    return isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "epoch" in obj
+
 def official_state(state_dict_or_path) -> tuple[dict, str]:
     "A released checkpoint (path, `{'state_dict': ...}` or a state dict) under our names, and where it came from."
     state, where = state_dict_or_path, "state dict"
@@ -99,11 +108,27 @@ def official_state(state_dict_or_path) -> tuple[dict, str]:
         where, state = str(state), torch.load(state, map_location="cpu", weights_only=False)
     return {official_to_ours(k): v for k, v in state.get("state_dict", state).items()}, where
 
+def official_num_classes(state: dict, num_anchors: int = 5) -> int | None:
+    "C of a state dict under our names, from its head `conv_final.weight` (A·(C+5), C', 1, 1); None without one."
+    head = state.get("conv_final.weight")
+    if head is None or head.shape[0] % num_anchors or head.shape[0] // num_anchors <= 5: return None
+    return head.shape[0] // num_anchors - 5
+
+def load_official_into(model: nn.Module, state_dict_or_path, where: str | None = None) -> nn.Module:
+    "Load a released checkpoint strictly into a built YOWO (or YOWODetector); returns the model."
+    state, source = official_state(state_dict_or_path)
+    return load_state_strict(model, state, where or source)
+
 def load_official(cls, state_dict_or_path, num_classes: int = 24, backbone_3d: str = "resnext101", **cfg_kwargs):
     "Build `cls` (YOWO or YOWODetector) with the official architecture and load a released checkpoint strictly."
     state, where = official_state(state_dict_or_path)
     model = cls(YOWOConfig(num_classes=num_classes, backbone_3d=backbone_3d, **cfg_kwargs))
-    return load_state_strict(model, state, where)
+    return load_official_into(model, state, where)
+
+def to_official(model: nn.Module, epoch: int = 0, fscore: float = 0.0) -> dict:
+    "Our YOWO weights in the official layout: {'epoch', 'state_dict' (official names, `module.` prefix), 'fscore'}."
+    state = {"module." + ours_to_official(k): v for k, v in model.state_dict().items()}
+    return {"epoch": epoch, "state_dict": state, "fscore": fscore}
 
 # %% ../../nbs/42_yowo.ipynb #3e635d12
 def lfb_clip_indices(num_frames: int, key_frame: int, clip_len: int = 8, num_clips: int = 8) -> list[int]:
