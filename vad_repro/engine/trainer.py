@@ -108,9 +108,10 @@ class ModelEMA:
     def state_dict(self) -> dict: return self.module.state_dict()
     def load_state_dict(self, state: dict): self.module.load_state_dict(state)
 
-def freeze_batchnorm(model: nn.Module) -> int:
-    "Put every BatchNorm in eval mode (running statistics used and not updated); returns how many."
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def freeze_batchnorm(model: nn.Module, prefixes: tuple = ()) -> int:
+    "Put every BatchNorm (only those under `prefixes`, if given) in eval mode: running statistics used, not updated."
+    bns = [m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and (not prefixes or any(name == pre.rstrip(".") or name.startswith(pre.rstrip(".") + ".") for pre in prefixes))]
     for m in bns: m.eval()
     return len(bns)
 
@@ -401,6 +402,7 @@ class Trainer:
         "Step 1: the model's named, unweighted losses on this process's part of the batch."
         self.model.train()
         if self.cfg.freeze_bn: freeze_batchnorm(self.model)
+        elif self.cfg.frozen: freeze_batchnorm(self.model, self.cfg.frozen)   # a frozen part keeps its statistics too
         batch = to_device(batch, self.ctx.device)
         use_amp = self.cfg.amp and self.ctx.device.type == "cuda"
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
