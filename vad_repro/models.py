@@ -37,14 +37,20 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 # %% ../nbs/04_models.ipynb #33edf425
+def _exported(fn: Callable) -> bool:
+    "Whether `fn` comes from the package (not from a notebook's `__main__`)."
+    return (getattr(fn, "__module__", None) or "").startswith("vad_repro")
+
 def register(name: str, paper: str, frames: int = 16, size: int = 224,
              make_input: Callable = clip_input, description: str = "", **defaults):
-    "Decorator: register `build_fn` under `name` (duplicate names are an error)."
+    "Decorator: register `build_fn` under `name` (a second, different function under one name is an error)."
     def deco(build_fn):
+        if not _exported(build_fn): discover()            # the package's own entries first
         old = _REGISTRY.get(name)
         if old is not None and old.build.__qualname__ != build_fn.__qualname__:
             raise ValueError(f"model name {name!r} is registered twice "
                              f"({old.build.__qualname__} and {build_fn.__qualname__})")
+        if old is not None and _exported(old.build) and not _exported(build_fn): return build_fn
         _REGISTRY[name] = ModelSpec(name, build_fn, paper, frames, size, make_input,
                                     description or (build_fn.__doc__ or "").strip(), dict(defaults))
         return build_fn
