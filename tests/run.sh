@@ -20,6 +20,13 @@ echo "== 2/3 nbdev_test (default flags: cells tagged slow/gpu are skipped)"
 nbdev_test --n_workers "${NBDEV_WORKERS:-2}" --timing
 
 echo "== 3/3 pytest tests"
+# tests/test_docs.py opens the rendered site in headless Chromium: install Debian's chromium when missing (root)
+if [ "${VAD_REPRO_NO_BROWSER:-}" = "1" ]; then echo "chromium: VAD_REPRO_NO_BROWSER=1, browser checks skipped"
+elif command -v chromium >/dev/null; then echo "chromium: $(command -v chromium)"
+else (apt-get update -qq && apt-get install -y -qq chromium) >/tmp/vad_repro_chromium_install.log 2>&1 \
+  && echo "chromium: installed $(command -v chromium) (apt-get install chromium)" \
+  || echo "chromium: apt-get install chromium failed (/tmp/vad_repro_chromium_install.log); tests/test_docs.py will fail, VAD_REPRO_NO_BROWSER=1 skips it"
+fi
 set +e
 python -m pytest tests -q -p no:cacheprovider
 rc=$?

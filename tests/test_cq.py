@@ -96,7 +96,7 @@ def test_tube_configs_train_on_the_authors_windows(cache, monkeypatch):
     from vad_repro.cq.loss import tube_targets
     from vad_repro.data import collate_detection
     from vad_repro.engine.config import get_config
-    from vad_repro.engine.trainer import build_data
+    from vad_repro.engine.data import build_data
     cfg = get_config("cq_vitb_ucf").replace(synth_size="tiny", size=64, transforms="none", num_frames=8, train_frame_stride=8)
     data = build_data(cfg, "train", train=True)
     nframes = data.gt["nframes"]

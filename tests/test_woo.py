@@ -92,5 +92,5 @@ def test_clips_without_actors_train_and_bad_sizes_fail():
 
 
 def test_sr50_gflops_within_two_percent_of_the_paper():
-    from vad_repro.results_woo import woo_gflops
+    from vad_repro.woo.results import woo_gflops
     assert abs(woo_gflops("woo_sr50") - 68.0) <= 0.02 * 68.0

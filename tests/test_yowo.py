@@ -148,7 +148,7 @@ def test_cli_flops_in_process(capsys):
 
 def test_train_cpu_runs_records_each_run_and_reports_failures(tmp_path):
     import json
-    from vad_repro.results_yowo import cpu_records, train_cpu_runs
+    from vad_repro.yowo.results import cpu_records, train_cpu_runs
     runs, rec = tmp_path / "runs", tmp_path / "records"
     (r,) = train_cpu_runs(["yowo_tiny"], runs_dir=runs, out_dir=rec, jobs=1, extra=["--max-steps", "2"])
     assert (r["config"], r["model"], r["steps"], r["num_frames"]) == ("yowo_tiny", "yowo_tiny", 2, 8)

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['EXTRA_HANDLES', 'CONVENTIONS', 'roi_align_flop_jit', 'grid_sampler_flop_jit', 'sdpa_flop_jit', 'FlopCount',
-           'mmcv_module_flops', 'count_flops', 'count_params', 'measure', 'main']
+__all__ = ['EXTRA_HANDLES', 'CONVENTIONS', 'CACHE_STATS', 'RECOUNT', 'roi_align_flop_jit', 'grid_sampler_flop_jit',
+           'sdpa_flop_jit', 'FlopCount', 'mmcv_module_flops', 'flops_cache_dir', 'code_fingerprint', 'count_key',
+           'load_counts', 'save_counts', 'count_flops', 'count_params', 'measure', 'main']
 
 # %% ../nbs/05_flops.ipynb #c026a15c
 def _shape(v):
@@ -121,11 +122,145 @@ def _mmcv_count(model, inputs) -> FlopCount:
         for h in handles: h.remove()
     return FlopCount("mmcv", sum(totals.values()), {}, totals, {})
 
+# %% ../nbs/05_flops.ipynb #f10c4a02
+import hashlib
+import inspect
+import os
+import sys
+import types
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+CACHE_STATS = {"hits": 0, "misses": 0}
+RECOUNT = False                  # True: count again (and store) instead of reusing (`vad-repro tables --recount`)
+
+def flops_cache_dir() -> Path | None:
+    "Where counts are kept, or None when `VAD_REPRO_FLOPS_CACHE=0`."
+    if os.environ.get("VAD_REPRO_FLOPS_CACHE", "1").lower() in ("0", "off", "false", "no"): return None
+    return Path(os.environ.get("VAD_REPRO_CACHE") or Path.home() / ".cache" / "vad_repro") / "flops"
+
+_FILE_HASH: dict[str, str] = {}
+
+def _module_closure(names: set[str]) -> set[str]:
+    "The `vad_repro` modules among `names` and every `vad_repro` module their module-level names reach."
+    seen, todo = set(), [n for n in names if n.startswith("vad_repro")]
+    while todo:
+        name = todo.pop()
+        if name in seen: continue
+        seen.add(name)
+        for v in vars(sys.modules.get(name) or types.ModuleType(name)).values():
+            ref = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+            if isinstance(ref, str) and ref.startswith("vad_repro") and ref not in seen: todo.append(ref)
+    return seen
+
+def _file_hash(module: str) -> str:
+    if module not in _FILE_HASH:
+        path = getattr(sys.modules.get(module), "__file__", None)
+        _FILE_HASH[module] = hashlib.sha1(Path(path).read_bytes()).hexdigest() if path else "?"
+    return _FILE_HASH[module]
+
+def code_fingerprint(model: nn.Module) -> str | None:
+    "A hash of the code that `model`'s forward runs (see above), or None when part of it cannot be read."
+    import fvcore
+    h = hashlib.sha1(f"torch {'.'.join(torch.__version__.split('.')[:2])} fvcore {getattr(fvcore, '__version__', '')}".encode())
+    classes = {type(m) for m in model.modules()}
+    for cls in sorted((c for c in classes if not c.__module__.startswith(("vad_repro", "torch"))), key=lambda c: c.__qualname__):
+        try: h.update(inspect.getsource(cls).encode())       # a notebook's or a user's class
+        except (OSError, TypeError): return None
+    for module in sorted(_module_closure({c.__module__ for c in classes} | {__name__, "vad_repro.flops"})):
+        h.update(f"{module}:{_file_hash(module)}".encode())
+    return h.hexdigest()
+
+def _plain(v):
+    "A stable description of an attribute that can steer a forward pass, or None for anything else."
+    if v is None or isinstance(v, (bool, int, float, str)): return repr(v)
+    if isinstance(v, (tuple, list)):
+        parts = [_plain(x) for x in v]
+        return None if any(p is None for p in parts) else f"[{','.join(parts)}]"
+    if is_dataclass(v) and not isinstance(v, type): return repr(asdict(v))
+    return None
+
+def _describe_input(x) -> str:
+    if isinstance(x, torch.Tensor): return f"T{tuple(x.shape)}{x.dtype}"
+    if isinstance(x, (tuple, list)): return "(" + ",".join(_describe_input(v) for v in x) + ")"
+    if isinstance(x, dict): return "{" + ",".join(f"{k}:{_describe_input(v)}" for k, v in sorted(x.items())) + "}"
+    return repr(x)
+
+def count_key(model: nn.Module, inputs: tuple, convention: str) -> str | None:
+    "The cache key of one count (see above); None when the model's code cannot be hashed."
+    code = code_fingerprint(model)
+    if code is None: return None
+    h = hashlib.sha1(f"{code}|{convention}|{_describe_input(tuple(inputs))}".encode())
+    for name, m in model.named_modules():
+        attrs = sorted((k, _plain(v)) for k, v in vars(m).items()
+                       if not k.startswith("_") and k != "training" and _plain(v) is not None)
+        h.update(f"{name}:{type(m).__module__}.{type(m).__qualname__}:{attrs}".encode())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+    return h.hexdigest()
+
+_STORE: dict[str, dict] = {}     # key -> count as JSON, loaded or made in this process
+_USED: set[str] = set()          # keys looked up in this process (what `save_counts` writes)
+
+def _as_json(fc: FlopCount) -> dict:
+    return {"convention": fc.convention, "flops": int(fc.flops),
+            "by_operator": {str(k): int(v) for k, v in fc.by_operator.items()},
+            "by_module": {str(k): int(v) for k, v in fc.by_module.items()},
+            "unsupported": {str(k): int(v) for k, v in fc.unsupported.items()}}
+
+def _from_json(d) -> FlopCount | None:
+    try: return FlopCount(d["convention"], int(d["flops"]), dict(d["by_operator"]), dict(d["by_module"]), dict(d["unsupported"]))
+    except (ValueError, KeyError, TypeError): return None
+
+def _read_cached(path: Path) -> FlopCount | None:
+    try: return _from_json(json.loads(path.read_text()))
+    except (OSError, ValueError): return None
+
+def _write_cached(path: Path, fc: FlopCount) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_as_json(fc)))
+    tmp.replace(path)                                    # atomic: parallel table builders never read half a file
+
+def load_counts(path: str | Path) -> int:
+    "Add the counts of a `save_counts` file to the in-process store; returns how many (0 for no or an unreadable file)."
+    try: counts = json.loads(Path(path).read_text())["counts"]
+    except (OSError, ValueError, KeyError, TypeError): return 0
+    good = {k: v for k, v in counts.items() if _from_json(v) is not None}
+    _STORE.update(good)
+    return len(good)
+
+def save_counts(path: str | Path) -> int:
+    "Write the counts looked up in this process (sorted by key) to `path`; returns how many."
+    counts = {k: _STORE[k] for k in sorted(_USED) if k in _STORE}
+    Path(path).write_text(json.dumps({"about": "FLOP counts by code/model/input hash (vad_repro.flops.count_key); "
+                                      "reused while the code is unchanged", "counts": counts}, indent=0) + "\n")
+    return len(counts)
+
 # %% ../nbs/05_flops.ipynb #3c3bd788
-def count_flops(model: nn.Module, inputs: tuple, convention: str = "fvcore") -> FlopCount:
-    "Count GFLOPs of `model(*inputs)` under `convention` (one of `CONVENTIONS`)."
+def count_flops(model: nn.Module, inputs: tuple, convention: str = "fvcore", cache: bool = True) -> FlopCount:
+    "Count GFLOPs of `model(*inputs)` under `convention` (one of `CONVENTIONS`); reuse a cached count if `cache`."
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; choose one of {CONVENTIONS}")
+    folder = flops_cache_dir() if cache else None
+    key = count_key(model, inputs, convention) if folder else None
+    if key is None:
+        CACHE_STATS["misses"] += 1
+        return _count_uncached(model, inputs, convention)
+    _USED.add(key)
+    path = folder / f"{key}.json"
+    hit = None if RECOUNT else _from_json(_STORE[key]) if key in _STORE else _read_cached(path)
+    if hit is not None:
+        CACHE_STATS["hits"] += 1
+        _STORE[key] = _as_json(hit)
+        return hit
+    CACHE_STATS["misses"] += 1
+    fc = _count_uncached(model, inputs, convention)
+    _STORE[key] = _as_json(fc)
+    _write_cached(path, fc)
+    return fc
+
+def _count_uncached(model: nn.Module, inputs: tuple, convention: str) -> FlopCount:
     was_training = model.training
     model.eval()
     try:

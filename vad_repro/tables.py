@@ -11,12 +11,14 @@ import math
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['hardware', 'metrics_of', 'Table', 'to_markdown', 'write_table', 'register_table', 'papers', 'main']
+__all__ = ['PROXY_PREFIXES', 'PROXY_COLUMNS', 'COUNTS_FILE', 'hardware', 'metrics_of', 'Table', 'proxy_columns', 'to_markdown',
+           'write_table', 'register_table', 'papers', 'main']
 
 # %% ../nbs/06_tables.ipynb #ea023f70
 def hardware() -> str:
@@ -36,7 +38,9 @@ def hardware() -> str:
 def _cell(v) -> str:
     "CSV/Markdown text of one value: empty for None/NaN, 4 significant decimals for floats."
     if v is None or (isinstance(v, float) and math.isnan(v)): return ""
-    if isinstance(v, float): return f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.2f}"
+    if isinstance(v, float):
+        text = f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.2f}"
+        return "0.00" if text == "-0.00" else text     # a difference that rounds to zero has no sign
     return str(v)
 
 def metrics_of(columns: list[str]) -> list[str]:
@@ -52,6 +56,8 @@ class Table:
     columns: list[str]   # model, registry_name, <metric>_paper, <metric>_ours, ..., data, hardware
     rows: list[dict]     # one dict per paper row; missing keys are empty cells
     notes: str = ""      # Markdown below the table: conventions, what differs and why
+    no_diff: tuple = ()  # metrics whose paper and ours are not comparable (no Δ in the Markdown)
+    proxy_title: str = "Proxy runs: our synthetic data at CPU scale (not the paper's data, not comparable with its numbers)"
 
     def __post_init__(self):
         for c in ("model", "registry_name", "data", "hardware"):
@@ -67,15 +73,48 @@ def _diff(r: dict, m: str) -> float | None:
     ok = lambda v: isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
     return a - b if ok(a) and ok(b) else None
 
+PROXY_PREFIXES, PROXY_COLUMNS = ("synth_",), ("cpu_configs",)
+
+def proxy_columns(t: Table) -> list[str]:
+    "The columns of `t` that report proxy runs (synthetic data, CPU scale)."
+    return [c for c in t.columns if c.startswith(PROXY_PREFIXES) or c in PROXY_COLUMNS]
+
+def _caption(t: Table, field: str, label: str) -> tuple[list[str], dict]:
+    "Caption lines for one per-row field, and the row marker (`d1`, `h2`, ...) of each value (none when all rows agree)."
+    values = list(dict.fromkeys(_cell(r.get(field)) for r in t.rows if _cell(r.get(field))))
+    if len(values) <= 1: return ([f"**{label}:** {values[0]}"] if values else []), {}
+    marks = {v: f"{field[0]}{k + 1}" for k, v in enumerate(values)}
+    return [f"**{label} ({marks[v]}):** {v}" for v in values], marks
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
 def to_markdown(t: Table) -> str:
-    "The table as Markdown, with a `<metric>_diff` column after each `<metric>_ours`."
-    cols = []
+    "The table as Markdown for a reader: paper | ours | Δ per metric, proxies in a second table, data and hardware as captions."
+    metrics, proxies = metrics_of(t.columns), proxy_columns(t)
+    data_lines, data_marks = _caption(t, "data", "Our numbers: data")          # the fields describe the "ours" cells
+    hw_lines, hw_marks = _caption(t, "hardware", "Our numbers: hardware")
+    header, getters = [], []
     for c in t.columns:
-        cols.append(c)
-        if c.endswith("_ours") and c[:-5] in metrics_of(t.columns): cols.append(c[:-5] + "_diff")
-    cell = lambda r, c: _cell(_diff(r, c[:-5])) if c.endswith("_diff") else _cell(r.get(c))
-    lines = [f"# {t.title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in t.rows]
+        if c in proxies or c in ("data", "hardware") or (c.endswith("_ours") and c[:-5] in metrics): continue
+        if c.endswith("_paper") and c[:-6] in metrics:
+            m = c[:-6]
+            header += [f"{m} paper", f"{m} ours"]
+            getters += [lambda r, c=c: _cell(r.get(c)), lambda r, m=m: _cell(r.get(f"{m}_ours"))]
+            if m not in t.no_diff and any(_diff(r, m) is not None for r in t.rows):
+                header.append(f"{m} Δ"); getters.append(lambda r, m=m: _cell(_diff(r, m)))
+        else:
+            header.append(c); getters.append(lambda r, c=c: _cell(r.get(c)))
+    for field, marks in (("data", data_marks), ("hardware", hw_marks)):
+        if marks: header.append(field); getters.append(lambda r, f=field, mk=marks: mk.get(_cell(r.get(f)), ""))
+    lines = [f"# {t.title}", ""] + _md_table(header, [[g(r) for g in getters] for r in t.rows])
+    lines += [""] + [f"{x}  " for x in data_lines + hw_lines] if data_lines or hw_lines else []
+    shown = [c for c in proxies if any(_cell(r.get(c)) for r in t.rows)]
+    if shown:
+        label = "model" if "model" in t.columns else t.columns[0]
+        lines += ["", f"## {t.proxy_title}", ""]
+        lines += _md_table([label] + shown, [[_cell(r.get(label))] + [_cell(r.get(c)) for c in shown]
+                                             for r in t.rows if any(_cell(r.get(c)) for c in shown)])
     return "\n".join(lines + ([""] + [t.notes] if t.notes else []) + [""])
 
 def write_table(t: Table, out_dir: str | Path) -> list[Path]:
@@ -90,6 +129,7 @@ def write_table(t: Table, out_dir: str | Path) -> list[Path]:
 
 # %% ../nbs/06_tables.ipynb #cdcf0007
 _BUILDERS: dict[str, Callable] = {}
+COUNTS_FILE = "flop_counts.json"     # under --out: the FLOP counts reused while the code is unchanged
 
 def register_table(paper: str):
     "Decorator: `fn(train: bool) -> list[Table]` builds `paper`'s tables."
@@ -113,12 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results", help="output folder (default: results/)")
     p.add_argument("--train", action="store_true",
                    help="re-run the training runs instead of reading those recorded under results/")
+    p.add_argument("--recount", action="store_true",
+                   help=f"count every model's FLOPs again instead of reusing the counts in OUT/{COUNTS_FILE} of unchanged code")
     a = p.parse_args(argv)
     known = papers()
     unknown = [x for x in a.papers if x not in known]
     if unknown: p.error(f"no tables for {unknown}; papers with tables: {known}")
     if not known: print("vad-repro tables: no paper has tables yet."); return 0
-    for paper in a.papers or known:
+    from vad_repro import flops
+    counts = Path(a.out) / COUNTS_FILE
+    seeded = 0 if a.recount else flops.load_counts(counts)
+    flops.RECOUNT = a.recount
+    start, todo, before = time.perf_counter(), a.papers or known, dict(flops.CACHE_STATS)
+    for i, paper in enumerate(todo, 1):
+        print(f"[{paper} {i}/{len(todo)}, {time.perf_counter() - start:5.1f} s] building {paper}'s tables", flush=True)
         for t in _BUILDERS[paper](train=a.train):
-            for path in write_table(t, a.out): print(path)
+            paths = write_table(t, a.out)
+            print(f"[{paper} {i}/{len(todo)}, {time.perf_counter() - start:5.1f} s] {t.stem}: {paths[1]}", flush=True)
+    if flops.flops_cache_dir() is not None: flops.save_counts(counts)
+    flops.RECOUNT = False
+    hits, misses = (flops.CACHE_STATS[k] - before[k] for k in ("hits", "misses"))
+    print(f"vad-repro tables: {time.perf_counter() - start:.1f} s; FLOP counts: {misses} counted, {hits} reused "
+          f"({seeded} known from {counts})")
     return 0

@@ -240,7 +240,7 @@ TUBE_TRIM = {"jhmdb": None, "ucf": 0.5}   # confidence below which tube ends are
 
 def split_dataset(cfg, data=None):
     "The J-HMDB/UCF split to evaluate: `data` itself, a data root (the config's val split and eval transform), or the config's."
-    from vad_repro.engine.trainer import build_data, eval_transform
+    from vad_repro.engine.data import build_data, eval_transform
     if data is None: return build_data(cfg, cfg.val_split, train=False)
     if isinstance(data, (str, Path)):
         return build_dataset(cfg.data_format, data, cfg.val_split, cfg.num_frames, cfg.stride, key=cfg.key,

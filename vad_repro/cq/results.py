@@ -226,7 +226,7 @@ def record_synthetic(run_dir: str | Path, out_dir: str | Path = OVERFIT_DIR) -> 
     from vad_repro.cq.evaluation import GTBoxOracle, evaluate_cq
     from vad_repro.engine.checkpoint import latest_checkpoint
     from vad_repro.engine.inference import evaluate_model, load_model, run_config
-    from vad_repro.engine.trainer import build_data
+    from vad_repro.engine.data import build_data
     cfg = run_config(run_dir)
     model, _ = load_model(cfg, latest_checkpoint(Path(run_dir) / "checkpoints"), device="cpu")
     data = build_data(cfg, cfg.val_split, train=False)
@@ -267,7 +267,7 @@ def plot_fig7(run_dir: str | Path, out: str | Path, sample_index: int = 0) -> Pa
     import torch.nn.functional as F
     from vad_repro.engine.checkpoint import latest_checkpoint
     from vad_repro.engine.inference import load_model, run_config
-    from vad_repro.engine.trainer import build_data, collate
+    from vad_repro.engine.data import build_data, collate
     cfg = run_config(run_dir)
     model, _ = load_model(cfg, latest_checkpoint(Path(run_dir) / "checkpoints"), device="cpu")
     data = build_data(cfg, cfg.val_split, train=False)
@@ -315,9 +315,8 @@ def train_and_record(config: str, runs_dir: str | Path = "runs/cq", out_dir: str
     import subprocess, sys, tempfile
     from vad_repro.cq.evaluation import GTBoxOracle, evaluate_cq
     from vad_repro.engine.checkpoint import latest_checkpoint
-    from vad_repro.engine.config import data_root
     from vad_repro.engine.inference import evaluate_model, load_model, run_config
-    from vad_repro.engine.trainer import build_data
+    from vad_repro.engine.data import build_data, data_root
     run = Path(runs_dir) / config
     cmd = [sys.executable, "-m", "vad_repro.cli", "train", "--config", config, "--out", str(run)]
     if weights_dir: cmd += ["--weights-dir", weights_dir]

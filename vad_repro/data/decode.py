@@ -74,8 +74,8 @@ def _reason(e: Exception, path: Path) -> str:
     where = getattr(e, "filename", None)
     return f"{text}: {where}" if where and where != str(path) else text
 
-def _open_video(path: Path):
-    "Open `path` with PyAV; return `(container, stream, n_frames)`; errors name the file."
+def _open_video(path: Path, threads: int = 0):
+    "Open `path` with PyAV (`threads` decoding threads, 0: FFmpeg's choice); return `(container, stream, n_frames)`; errors name the file."
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
@@ -85,6 +85,7 @@ def _open_video(path: Path):
         raise VideoDecodeError(f"{path}: no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
+    stream.thread_count = threads
     n_frames = stream.frames
     if not n_frames and stream.average_rate:        # containers without a frame count (webm, mkv): from the duration
         seconds = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / av.time_base
@@ -94,26 +95,37 @@ def _open_video(path: Path):
         raise VideoDecodeError(f"{path}: the container does not say how many frames it has")
     return container, stream, n_frames
 
+def _pts_index(pts: int, stream) -> int:
+    "0-based index of the frame presented at `pts` (a frame's or a packet's)."
+    return int(round((pts - (stream.start_time or 0)) * stream.time_base * stream.average_rate))
+
 def _frame_index(frame, stream) -> int:
     "0-based index of a decoded frame from its presentation time."
-    t = (frame.pts - (stream.start_time or 0)) * stream.time_base * stream.average_rate
-    return int(round(t))
+    return _pts_index(frame.pts, stream)
 
 # %% ../../nbs/10_decode.ipynb #692b4701
 def _decode_span(path, container, stream, first: int, last: int, wanted: set) -> tuple[dict, int]:
-    "Decode frames `first..last` (keeping `wanted`) after one backward seek; `({index: (H,W,3)}, n_decoded)`."
+    """Decode frames `first..last` (keeping `wanted`) after one backward seek; `({index: (H,W,3)}, n_decoded)`.
+
+    Packets of frames not in `wanted` go in with `skip_frame="NONREF"` (dropped if no frame refers to them)."""
     start = stream.start_time or 0
+    codec = stream.codec_context
     for target in (start + int(Fraction(first) / stream.average_rate / stream.time_base), start):
         container.seek(target, stream=stream, backward=True, any_frame=False)
-        frames, n_decoded, overshoot, i = {}, 0, False, None
+        frames, n_decoded, overshoot, done, i = {}, 0, False, False, None
         try:
-            for frame in container.decode(stream):
-                i = _frame_index(frame, stream); n_decoded += 1
-                if n_decoded == 1 and i > first:
-                    overshoot = True; break
-                if i in wanted:
-                    frames[i] = frame.to_ndarray(format="rgb24")
-                if i >= last:
+            for packet in container.demux(stream):
+                if packet.pts is not None:              # (the demuxer's last, empty packet flushes the decoder)
+                    codec.skip_frame = "DEFAULT" if _pts_index(packet.pts, stream) in wanted else "NONREF"
+                for frame in packet.decode():
+                    i = _frame_index(frame, stream); n_decoded += 1
+                    if n_decoded == 1 and i > first:
+                        overshoot = True; break
+                    if i in wanted:
+                        frames[i] = frame.to_ndarray(format="rgb24")
+                    if i >= last:
+                        done = True; break
+                if overshoot or done:
                     break
         except av.error.FFmpegError as e:
             where = f"after frame {i}" if i is not None else f"at the keyframe before frame {first}"
@@ -123,11 +135,11 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
             return frames, n_decoded
     raise VideoDecodeError(f"{path}: cannot seek to frame {first}")
 
-def decode_video_frames(path, indices) -> tuple[np.ndarray, int]:
+def decode_video_frames(path, indices, threads: int = 0) -> tuple[np.ndarray, int]:
     "Frames `indices` (0-based, clamped by the caller) of a video file -> (uint8 `(T, H, W, 3)`, frames decoded)."
     path = Path(path)
     indices = np.asarray(indices)
-    container, stream, n_frames = _open_video(path)
+    container, stream, n_frames = _open_video(path, threads)
     with container:
         wanted = set(int(i) for i in indices)
         frames, n_decoded = _decode_span(path, container, stream, min(wanted), max(wanted), wanted)
@@ -151,8 +163,8 @@ def num_video_frames(path) -> int:
     return n_frames
 
 def read_clip(path, key_frame: int, num_frames: int, stride: int, key: str = "center",
-              n_frames: int | None = None) -> np.ndarray:
-    "The clip around 0-based `key_frame` as uint8 `(T, H, W, 3)` RGB, from a video file or frame folder."
+              n_frames: int | None = None, threads: int = 0) -> np.ndarray:
+    "The clip around 0-based `key_frame` as uint8 `(T, H, W, 3)` RGB, from a video file (`threads` decoding threads, 0: FFmpeg's choice) or frame folder."
     path = Path(path)
     n_frames = n_frames or num_video_frames(path)   # pass it to skip a directory listing / container open
     if not 0 <= key_frame < n_frames:
@@ -160,7 +172,7 @@ def read_clip(path, key_frame: int, num_frames: int, stride: int, key: str = "ce
     indices = clip_indices(key_frame, num_frames, stride, key, n_frames)
     if path.is_dir():
         return _read_folder(path, indices)
-    return decode_video_frames(path, indices)[0]
+    return decode_video_frames(path, indices, threads)[0]
 
 # %% ../../nbs/10_decode.ipynb #97b0ff3b
 def iter_video_frames(path):

@@ -8,6 +8,7 @@ __all__ = []
 # %% ../../nbs/87_engine_api.ipynb #54c395b3
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Span, TrainConfig, build_model, config_names, epochs, get_config, iters
+from .data import build_data
 from .detector import MinimalDetector, check_detections, check_losses
 from .distributed import GlobalBatchSampler, init_distributed
 from .inference import PartialDetections, detect, evaluate_model, evaluate_run
@@ -15,7 +16,7 @@ from .pretrained import InitError, check_initialisation, initialise
 from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted, lr_curve, lr_factor
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "Span", "TrainConfig", "build_model",
-           "config_names", "epochs", "get_config", "iters", "MinimalDetector", "check_detections", "check_losses",
+           "config_names", "epochs", "get_config", "iters", "build_data", "MinimalDetector", "check_detections", "check_losses",
            "GlobalBatchSampler", "init_distributed", "detect", "PartialDetections", "evaluate_model", "evaluate_run",
            "InitError",
            "check_initialisation", "initialise", "NonFiniteLossError", "Trainer", "TrainingInterrupted", "lr_curve",

@@ -111,7 +111,8 @@ def train_main(argv: list[str] | None = None) -> int:
     if not args.config or not args.out:
         print("vad-repro train: --config and --out are required (or --list)", file=sys.stderr); return 2
     from vad_repro.data.decode import VideoDecodeError
-    from vad_repro.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted, build_data
+    from vad_repro.engine.data import build_data
+    from vad_repro.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
     from vad_repro.engine.distributed import shutdown_distributed
     from vad_repro.engine.pretrained import check_initialisation
     try:

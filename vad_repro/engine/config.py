@@ -392,7 +392,8 @@ def _tiny_rows():
                   "ckpt_every": 250, "eval_every": 250},
                transforms="yowo", model_kwargs={"width": 8})
     # one cell per actor: at 64² (4 × 4 cells) 6 of the tiny AVA split's 29 boxes find their cell taken, so no
-    # model of this kind reaches 0.9 there; resized to 128² (8 × 8; YOWO's preset is a plain resize) 3 are
+    # model of this kind reaches 0.9 there; resized to 128² (8 × 8; YOWO's preset is a plain resize) 3 still do,
+    # which caps recall at 26 / 29 and keeps minimal_overfit at 0.874 (notebook 82)
     add_config("woo_tiny", "woo_tiny", "woo", "WOO, small backbone, tiny synthetic AVA", **{**_TINY, "lr": 1e-4},
                transforms="none")     # fixed-size clips: 1 and 2 processes see the same padded batches
     add_config("woo_overfit", "woo_tiny", "woo", "WOO tiny, trained and evaluated on the same tiny synthetic AVA split",

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import (
     CheckpointError, checkpoint_layout, latest_checkpoint, read_checkpoint, top_level_keys)
 from .config import TrainConfig, build_model, get_config
-from .trainer import build_data, collate, eval_transform, to_device
+from .data import build_data, collate, eval_transform, to_device
 
 # %% auto #0
 __all__ = ['RUN_RECORD_KEYS', 'predict', 'ava_rows', 'frame_rows', 'score_frame_rows', 'sampled_gt', 'evaluate_model',

@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, rng_state,
                                          save_checkpoint, set_rng_state)
 from .config import TrainConfig, build_model, require_model
+from .data import (build_data, build_pairs, collate, collate_pairs, data_root,  # also importable from here
+                                   eval_transform, make_transform, to_device)
 from .detector import check_losses
 from .distributed import (DistContext, GlobalBatchSampler, all_gather_lists, all_reduce_mean, barrier,
                                           init_distributed, max_over_ranks, unwrap_model, wrap_model)
@@ -37,10 +39,9 @@ from ..losses import weighted_sum
 # %% auto #0
 __all__ = ['resolve_steps', 'lr_factor', 'make_scheduler', 'lr_curve', 'freeze_parameters', 'make_optimizer', 'ModelEMA',
            'freeze_batchnorm', 'NonFiniteLossError', 'check_finite', 'sample_seed', 'isolated_rng', 'SeededSamples',
-           'MetricsLog', 'read_jsonl', 'Progress', 'format_seconds', 'plot_losses', 'data_root', 'eval_transform',
-           'make_transform', 'build_data', 'collate', 'build_pairs', 'collate_pairs', 'to_device',
-           'TrainingInterrupted', 'StopSignals', 'ignore_stop_signals', 'stop_workers', 'seed_everything',
-           'loss_reduction', 'loss_weights', 'set_deterministic', 'Trainer']
+           'MetricsLog', 'read_jsonl', 'Progress', 'format_seconds', 'eval_panel', 'plot_losses', 'TrainingInterrupted',
+           'StopSignals', 'ignore_stop_signals', 'stop_workers', 'seed_everything', 'loss_reduction', 'loss_weights',
+           'set_deterministic', 'Trainer']
 
 # %% ../../nbs/82_trainer.ipynb #52557edc
 def resolve_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
@@ -200,6 +201,12 @@ def format_seconds(s: float) -> str:
     s = int(round(s)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 # %% ../../nbs/82_trainer.ipynb #0823d527
+def eval_panel(evals: list[dict]) -> tuple[list[tuple], tuple[float, float]]:
+    "The chance points `(step, %)` of the evaluation panel, and a y range from 0 that holds every point."
+    chance = [(r["step"], 100 * r["chance_mAP"]) for r in evals if r.get("chance_mAP") is not None]
+    top = max([100 * r["mAP"] for r in evals] + [c for _, c in chance] + [1.0])
+    return chance, (0.0, min(100.0, 1.08 * top) if top < 100 else 100.0)
+
 def plot_losses(run_dir: str | Path) -> Path:
     "RUN/loss.png: total loss and terms per step (log scale), and eval mAP if there is any."
     import matplotlib
@@ -216,69 +223,14 @@ def plot_losses(run_dir: str | Path) -> Path:
     if evals:
         ax = axes[0, 1]
         ax.plot([r["step"] for r in evals], [100 * r["mAP"] for r in evals], "o-", label="frame-mAP")
-        if "chance_mAP" in evals[0]:
-            ax.plot([r["step"] for r in evals], [100 * r["chance_mAP"] for r in evals], "--", c="gray",
-                    label="chance (same boxes, random class scores)")
-        ax.set(xlabel="step", ylabel="frame-mAP@0.5 (%)", title="evaluation"); ax.legend(fontsize=8)
+        chance, ylim = eval_panel(evals)
+        if chance:                       # markers too: a single evaluation is one point, which a dashed line alone would not draw
+            ax.plot(*zip(*chance), "x--", c="gray", ms=7, label="chance (same boxes, random class scores)")
+        ax.set(xlabel="step", ylabel="frame-mAP@0.5 (%)", title="evaluation", ylim=ylim)
+        if len(evals) == 1: ax.set(xlim=(evals[0]["step"] - 1, evals[0]["step"] + 1), xticks=[evals[0]["step"]])
+        ax.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(run_dir / "loss.png", dpi=100); plt.close(fig)
     return run_dir / "loss.png"
-
-# %% ../../nbs/82_trainer.ipynb #72d0c294
-def data_root(cfg: TrainConfig) -> Path:
-    "The config's dataset root: `data_root`, or the synthetic benchmark (generated on first use)."
-    if cfg.data_root: return Path(cfg.data_root)
-    from vad_repro.data import synth
-    return Path(synth.ensure(cfg.data_format, cfg.synth_size, seed=0))
-
-def eval_transform(cfg: TrainConfig):
-    "The config's evaluation transform (None for transforms='none': clips as decoded, in [0, 1])."
-    return make_transform(cfg, train=False)
-
-def make_transform(cfg: TrainConfig, train: bool):
-    "The paper's transforms preset (`vad_repro.data.transforms.for_paper`); None for 'none'; 'test': the test transform also in training."
-    preset = cfg.transforms or cfg.paper
-    if preset == "none": return None
-    from vad_repro.data import transforms
-    if preset == "test": return transforms.for_paper(cfg.paper, train=False, size=cfg.size)   # no augmentation (overfit checks)
-    return transforms.for_paper(preset, train=train, size=cfg.size)
-
-def build_data(cfg: TrainConfig, split: str, train: bool):
-    "The dataset of `split` with the config's clip sampling, transforms, `skip_bad` (J-HMDB/UCF eval: `eval_frames`)."
-    from vad_repro.data.datasets import build_dataset
-    extra = {"proposals": True} if cfg.data_format == "ava" and cfg.proposals else {}
-    if cfg.data_format != "ava":
-        extra = {"split_index": cfg.split_index, "train_frame_stride": cfg.train_frame_stride,
-                 "frames": cfg.train_frames if train else cfg.eval_frames}
-    return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
-                         key=cfg.key, transform=make_transform(cfg, train), skip_bad=cfg.skip_bad, **extra)
-
-def collate(items: list[dict]) -> dict:
-    "`vad_repro.data.collate_detection` (imported lazily so the engine imports without the data band)."
-    from vad_repro.data.datasets import collate_detection
-    return collate_detection(items)
-
-def build_pairs(cfg: TrainConfig, labeled):
-    "Each labeled clip with an unlabeled one of the same split (ME-STAD §3.4): `SemiSupervisedPairs`."
-    from vad_repro.data.unlabeled import SemiSupervisedPairs, UnlabeledAVADataset
-    if cfg.data_format != "ava": raise ValueError(f"config {cfg.name}: unlabeled clips need AVA-format data, not {cfg.data_format!r}")
-    unlabeled = UnlabeledAVADataset(data_root(cfg), cfg.train_split, cfg.num_frames, cfg.stride, key=cfg.key,
-                                    transform=make_transform(cfg, True))
-    return SemiSupervisedPairs(labeled, unlabeled)
-
-def collate_pairs(items: list[dict]) -> dict:
-    "`vad_repro.data.unlabeled.collate_semi_supervised`: the labeled batch with batch['unlabeled']."
-    from vad_repro.data.unlabeled import collate_semi_supervised
-    return collate_semi_supervised(items)
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    "Tensors (and lists of tensors) of a collated batch onto `device`; the clip channels-last on CUDA."
-    def move(x):
-        if isinstance(x, Tensor): return x.to(device, non_blocking=True)
-        if isinstance(x, list): return [move(v) for v in x]
-        return x
-    out = {k: move(v) for k, v in batch.items()}
-    if device.type == "cuda": out["clip"] = out["clip"].contiguous(memory_format=torch.channels_last_3d)
-    return out
 
 # %% ../../nbs/82_trainer.ipynb #6a1f0c02
 class TrainingInterrupted(RuntimeError):
@@ -527,7 +479,8 @@ class Trainer:
         if self.ctx.is_main:
             model = self.ema.module if self.ema else unwrap_model(self.model)
             evaluate = self.evaluate_fn
-            if evaluate is None: from vad_repro.engine.inference import evaluate_model as evaluate
+            if evaluate is None:                                # lazily: inference imports nothing of the trainer
+                from vad_repro.engine.inference import evaluate_model as evaluate
             out_dir = self.run_dir / "eval" / f"step_{self.step:08d}"
             result = {"step": self.step, **evaluate(model, self.val_set, self.cfg, out_dir)}
             with open(self.run_dir / "eval.jsonl", "a") as f: f.write(json.dumps(result) + "\n")
