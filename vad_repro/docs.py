@@ -15,12 +15,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
+from .tables import REPO_ROOT as ROOT   # the checkout whose notebooks the site shows
 
 # %% auto #0
-__all__ = ['ROOT', 'README_NOTEBOOK', 'NAV_CSS', 'PAGE_CSS', 'MAX_FOLDER_BYTES', 'Page', 'page_name', 'read_notebook',
-           'notebook_title', 'band_names', 'band_label', 'site_pages', 'Site', 'rewrite_links', 'nav_bar', 'with_nav',
-           'render_notebook', 'contents_html', 'listing_html', 'SiteReport', 'build_site', 'main']
+__all__ = ['README_NOTEBOOK', 'NAV_CSS', 'PAGE_CSS', 'MAX_FOLDER_BYTES', 'Page', 'page_name', 'read_notebook', 'notebook_title',
+           'band_names', 'band_label', 'site_pages', 'Site', 'rewrite_links', 'nav_bar', 'with_nav', 'render_notebook',
+           'contents_html', 'listing_html', 'SiteReport', 'build_site', 'main']
 
 # %% ../nbs/09_docs.ipynb #4ae1a18e
 README_NOTEBOOK = "index.ipynb"   # nbs/index.ipynb is README.md

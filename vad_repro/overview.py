@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
+from .tables import REPO_ROOT as ROOT
 PAPER_COLORS = {"YOWO": "tab:blue", "WOO": "tab:orange", "ME-STAD": "tab:green", "CQ": "tab:red"}
 # (paper, table stem, dataset, mAP column, GFLOPs paper column, GFLOPs ours column, scale to GFLOPs)
 PLANE_SOURCES = [("YOWO", "yowo_table5", "AVA", "ava_map_paper", "gflops_paper", "gflops_ours", 1.0),
@@ -41,7 +41,7 @@ def plane_points(results_dir: str | Path = ROOT / "results") -> list[dict]:
     return points
 
 # %% auto #0
-__all__ = ['ROOT', 'PAPER_COLORS', 'PLANE_SOURCES', 'BREAKDOWNS', 'read_rows', 'plane_points', 'plot_plane', 'flops_breakdown',
+__all__ = ['PAPER_COLORS', 'PLANE_SOURCES', 'BREAKDOWNS', 'read_rows', 'plane_points', 'plot_plane', 'flops_breakdown',
            'plot_breakdowns']
 
 # %% ../nbs/98_overview.ipynb #ov98a006

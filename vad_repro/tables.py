@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+# The source checkout the package runs from (an editable install): where `results/` and `nbs/` live. Run in
+# a notebook (no `__file__`), the folder above `nbs/`.
+REPO_ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd().parent
+
 # %% auto #0
-__all__ = ['PROXY_PREFIXES', 'PROXY_COLUMNS', 'COUNTS_FILE', 'hardware', 'metrics_of', 'Table', 'proxy_columns', 'to_markdown',
-           'write_table', 'register_table', 'papers', 'main']
+__all__ = ['REPO_ROOT', 'PROXY_PREFIXES', 'PROXY_COLUMNS', 'COUNTS_FILE', 'hardware', 'metrics_of', 'Table', 'proxy_columns',
+           'to_markdown', 'write_table', 'register_table', 'papers', 'main']
 
 # %% ../nbs/06_tables.ipynb #ea023f70
 def hardware() -> str:

@@ -14,7 +14,7 @@ import torch
 
 from .. import models
 from ..flops import count_flops
-from ..tables import Table, hardware, register_table
+from ..tables import REPO_ROOT, Table, hardware, register_table
 
 # %% auto #0
 __all__ = ['ROOT', 'RUNS_DIR', 'OVERFIT_DIR', 'EFFICIENCY', 'NUM_CLASSES', 'DATA_NOTE', 'T1_ROWS', 'ABLATIONS', 'TITLES',
@@ -24,7 +24,7 @@ __all__ = ['ROOT', 'RUNS_DIR', 'OVERFIT_DIR', 'EFFICIENCY', 'NUM_CLASSES', 'DATA
            'table7', 'record_synthetic', 'synthetic_table', 'plot_fig7', 'cq_tables', 'train_and_record']
 
 # %% ../../nbs/97_cq_results.ipynb #cq97a007
-ROOT = Path(models.__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 RUNS_DIR, OVERFIT_DIR, EFFICIENCY = Path("results/cq_runs"), Path("results/cq_overfit"), Path("results/cq_efficiency.json")
 NUM_CLASSES = {"ava": 80, "jhmdb": 21, "ucf": 24}
 

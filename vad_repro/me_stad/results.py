@@ -15,7 +15,7 @@ import torch
 from .. import models
 from ..flops import count_flops
 from ..woo.results import within
-from ..tables import Table, hardware, register_table
+from ..tables import REPO_ROOT, Table, hardware, register_table
 
 # %% auto #0
 __all__ = ['PAPER_DETECTOR_GFLOPS', 'CONVENTION', 'SIZE', 'RUNS_DIR', 'T1_ROWS', 'GFLOP_COLUMNS', 'DATA_NOTE', 'T1_NOTES',
@@ -57,7 +57,7 @@ RUNS_DIR = Path("results/me_stad_runs")
 
 def run_records(out_dir: str | Path | None = None) -> dict[str, dict]:
     "The recorded runs on real AVA by config name (`results/me_stad_runs/<config>.json`)."
-    d = Path(out_dir) if out_dir else Path(models.__file__).resolve().parents[1] / RUNS_DIR
+    d = Path(out_dir) if out_dir else REPO_ROOT / RUNS_DIR
     return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
 
 def map_cells(records: dict, config: str | None) -> dict:

@@ -14,7 +14,7 @@ import torch
 
 from .. import models
 from ..flops import count_flops
-from ..tables import Table, hardware, register_table
+from ..tables import REPO_ROOT, Table, hardware, register_table
 
 # %% auto #0
 __all__ = ['PAPER_DETECTOR_GFLOPS', 'CONVENTION', 'SIZE', 'TOLERANCE', 'WOO_RUNS', 'DATA_ENV', 'T1_ROWS', 'GFLOP_COLUMNS',
@@ -47,7 +47,7 @@ DATA_ENV = {"ava": "VAD_REPRO_DATA_AVA", "jhmdb": "VAD_REPRO_DATA_JHMDB"}
 
 def run_records(out_dir: str | Path | None = None) -> dict[str, dict]:
     "The recorded runs on the real datasets by config name (`results/woo_runs/<config>.json`)."
-    d = Path(out_dir) if out_dir else Path(models.__file__).resolve().parents[1] / WOO_RUNS   # beside the package
+    d = Path(out_dir) if out_dir else REPO_ROOT / WOO_RUNS   # a source checkout's
     return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))} if d.is_dir() else {}
 
 def _pct(x) -> float | None: return None if x is None else 100 * x

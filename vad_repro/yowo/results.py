@@ -17,7 +17,7 @@ from torch import nn
 
 from ..backbones.efficient3d import ResNet3d, build_backbone_3d
 from ..flops import count_flops, count_params, mmcv_module_flops
-from ..tables import Table, hardware, register_table
+from ..tables import REPO_ROOT, Table, hardware, register_table
 from .model import TABLE5_BACKBONES, YOWOConfig, YOWODetector
 
 # %% auto #0
@@ -262,7 +262,7 @@ def read_records(out_dir: str | Path) -> dict[str, dict]:
 def _recorded(folder: Path, out_dir) -> dict[str, dict]:
     "`out_dir`'s records, else those under ./results or beside the package (a source checkout)."
     if out_dir: return read_records(out_dir)
-    for d in (folder, Path(__file__).resolve().parents[2] / folder):
+    for d in (folder, REPO_ROOT / folder):
         if d.is_dir(): return read_records(d)
     return {}
 
@@ -419,7 +419,7 @@ TABLE9_OTHERS = [("Saha et al.", 4, None, 36.4), ("ROAD (A)", 40, None, 40.9), (
 def speed_record(path: str | Path | None = None) -> dict:
     "The recorded benchmark (`results/yowo_speed.json`), or {} when it has not been run."
     candidates = [Path(path)] if path else [Path("results/yowo_speed.json"),
-                                            Path(__file__).resolve().parents[2] / "results" / "yowo_speed.json"]
+                                            REPO_ROOT / "results" / "yowo_speed.json"]
     for p in candidates:
         if p.exists(): return json.loads(p.read_text())
     return {}
