@@ -2,7 +2,7 @@
 
 - kill -9 during training, then `--resume`: the losses after the resume are bit-identical on CPU;
 - 2 processes (torchrun, gloo, CPU) with the same global batch log the same loss as 1 process,
-  within 1e-4 relative, for 8 steps;
+  within 1e-4 relative, for 8 steps; so do 2 processes accumulating 2 micro-batches each;
 - a NaN/inf loss stops training naming the step and the loss term, and the last good
   checkpoint stays intact;
 - SIGTERM checkpoints at the next step boundary, stops the DataLoader workers and exits 143, and
@@ -90,6 +90,23 @@ def test_two_processes_equal_one(tmp_path, env, config):
     for ra, rb in zip(a, b):
         assert math.isclose(ra["loss"], rb["loss"], rel_tol=1e-4), (ra["step"], ra["loss"], rb["loss"])
     assert a[0]["loss"] != a[-1]["loss"]                              # it did train
+
+
+def test_two_processes_accumulating_equal_one(tmp_path, env):
+    "2 processes x 2 micro-batches (DDP's no_sync on the first) log what 1 process with the whole batch logs."
+    args = ("--max-steps", "8", "--batch-size", "4", "--seed", "0", "--ckpt-every", "8")
+    one = subprocess.run(train_cmd(tmp_path / "one", *args), env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = [shutil.which("torchrun") or "torchrun", "--standalone", "--nproc_per_node=2", "--no-python", "vad-repro"]
+    two = subprocess.run(torchrun + train_cmd(tmp_path / "two", *args, "--set", "accum_steps=2")[3:], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["accum_steps"] == 2
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    for ra, rb in zip(a, b):
+        for key in ("loss", "grad_norm"):
+            assert math.isclose(ra[key], rb[key], rel_tol=1e-4), (ra["step"], key, ra[key], rb[key])
 
 
 def test_nan_stops_naming_step_and_term(tmp_path, env):
@@ -189,7 +206,8 @@ def test_loss_totals_unchanged_by_the_loss_contract(tmp_path, env):
         res = subprocess.run(cmd, env={**env, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
         records = losses(tmp_path / config)
-        for r, total, norm in zip(records, before[config]["loss"], before[config]["grad_norm"], strict=True):
+        key = "minimal_tiny_since_predictor_assignment" if config == "minimal_tiny" else config   # see the fixture
+        for r, total, norm in zip(records, before[key]["loss"], before[key]["grad_norm"], strict=True):
             assert math.isclose(r["loss"], total, rel_tol=1e-5), (config, r["step"], r["loss"], total)
             assert math.isclose(r["grad_norm"], norm, rel_tol=1e-4), (config, r["step"], r["grad_norm"], norm)
         terms = [k for k in r if k.startswith("loss_")]

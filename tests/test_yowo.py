@@ -100,8 +100,8 @@ BIG = {"resnext101", "resnet101"}
 
 
 def test_every_variant_is_registered():
-    assert len(YOWO_NAMES) == 25
-    for n in ("yowo_resnext101_16f", "yowo_resnext101_8f", "yowo_2d_8f", "yowo_3d_8f", "yowo_concat_8f", "yowo_tiny",
+    assert len(YOWO_NAMES) == 26
+    for n in ("yowo_resnext101_16f", "yowo_resnext101_8f", "yowo_resnext101_32f", "yowo_2d_8f", "yowo_3d_8f", "yowo_concat_8f", "yowo_tiny",
               "yowo_2d_darknet19") + tuple(f"yowo_3d_{b}" for b in ("resnext101", "resnet18", "shufflenetv1", "mobilenetv2")):
         assert n in YOWO_NAMES, n
 

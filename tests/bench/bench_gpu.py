@@ -122,7 +122,7 @@ class Family:
 
 
 YOWO_BATCH = "the official code's 12-clip steps, accumulated to 128 on one GPU (nbs/81_config)"
-# (the paper: one Titan Xp; the engine does not accumulate: its YOWO configs carry the global 128)
+# (the paper: one Titan Xp; the configs carry the global 128, and `--set accum_steps=11` trains it in parts of 11-12 clips)
 FAMILIES = (
     Family("yowo_16f", "YOWO-16 (3D-ResNeXt-101 + Darknet-19 + CFAM), UCF101-24",
            (Row("16 × 224²", "yowo_resnext101_16f_ucf", 24, quick_config="yowo_tiny", quick_changes={"num_frames": 16},
@@ -528,9 +528,7 @@ def eager_pass(fam: Family, rec: Record, s: Settings, budget_s: float, flags: di
     if trainer is not None:
         with attempt(rec, "pipeline"):
             measure_pipeline(trainer, rec, s, budget)
-    torch = torch_mod()
-    torch.use_deterministic_algorithms(False)         # what the trainer set, undone for the next family (in-process)
-    del trainer; free_memory()
+    del trainer                                       # (the trainer restores the deterministic setting itself); free_memory()
     for folder in rec.pop("_cleanup", []): shutil.rmtree(folder, ignore_errors=True)
     rec.save()
 

@@ -27,11 +27,17 @@ def eval_transform(cfg: TrainConfig):
     return make_transform(cfg, train=False)
 
 def make_transform(cfg: TrainConfig, train: bool):
-    "The paper's transforms preset (`vad_repro.data.transforms.for_paper`); None for 'none'; 'test': the test transform also in training."
+    "The paper's transforms preset (`vad_repro.data.transforms.for_paper`); None for 'none'; '[paper:]test': the test transform also in training."
     preset = cfg.transforms or cfg.paper
     if preset == "none": return None
     from vad_repro.data import transforms
-    if preset == "test": return transforms.for_paper(cfg.paper, train=False, size=cfg.size)   # no augmentation (overfit checks)
+    paper, _, mode = preset.rpartition(":") if preset.endswith("test") else (preset, "", "")
+    if mode == "test":                                      # no augmentation (overfit checks)
+        paper = paper or cfg.paper
+        if paper not in transforms.PAPERS:
+            raise ValueError(f"config {cfg.name}: transforms={preset!r} is the test transform of paper {paper!r}, which has "
+                             f"none; name a paper's: {', '.join(repr(p + ':test') for p in transforms.PAPERS)}, or 'none'")
+        return transforms.for_paper(paper, train=False, size=cfg.size)
     return transforms.for_paper(preset, train=train, size=cfg.size)
 
 def build_data(cfg: TrainConfig, split: str, train: bool):

@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from ..boxes import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from ..boxes import box_area, box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ..losses import giou_loss, l1_box_loss, sigmoid_focal_loss
 from ..models import register
 
 # %% auto #0
 __all__ = ['check_losses', 'check_detections', 'MinimalDetectorConfig', 'conv3d_block', 'decode_boxes', 'assign_cells',
-           'clip_losses', 'detections_from_raw', 'MinimalDetector', 'build_minimal_detector']
+           'assign_predictors', 'unassigned_actors', 'clip_losses', 'detections_from_raw', 'MinimalDetector',
+           'build_minimal_detector']
 
 # %% ../../nbs/80_detector.ipynb #3061b806
 def check_losses(losses, weights: dict[str, float] | None = None) -> dict[str, Tensor]:
@@ -65,6 +66,7 @@ class MinimalDetectorConfig:
     score_thresh: float = 0.05    # eval: keep cells with σ(o) above this
     nms_iou: float = 0.5          # eval: class-agnostic NMS
     max_dets: int = 10            # eval: at most this many actors per clip
+    actors_per_cell: int = 1      # A: predictors per grid cell (YOLOv1's B)
 
 # %% ../../nbs/80_detector.ipynb #1ffb3ea2
 def conv3d_block(c_in: int, c_out: int, temporal_stride: int) -> nn.Sequential:
@@ -74,12 +76,12 @@ def conv3d_block(c_in: int, c_out: int, temporal_stride: int) -> nn.Sequential:
 
 # %% ../../nbs/80_detector.ipynb #49a86ab2
 def decode_boxes(raw_box: Tensor) -> Tensor:
-    "(B, S_h, S_w, 4) raw box outputs -> (B, S_h, S_w, 4) normalized xyxy."
-    B, Sh, Sw, _ = raw_box.shape
+    "(B, S_h, S_w, A, 4) raw box outputs -> (B, S_h, S_w, A, 4) normalized xyxy."
+    B, Sh, Sw, A, _ = raw_box.shape
     cols = torch.arange(Sw, device=raw_box.device, dtype=raw_box.dtype)
     rows = torch.arange(Sh, device=raw_box.device, dtype=raw_box.dtype)
-    cx = (cols[None, None, :] + raw_box[..., 0].sigmoid()) / Sw   # column j
-    cy = (rows[None, :, None] + raw_box[..., 1].sigmoid()) / Sh   # row i
+    cx = (cols[None, None, :, None] + raw_box[..., 0].sigmoid()) / Sw   # column j
+    cy = (rows[None, :, None, None] + raw_box[..., 1].sigmoid()) / Sh   # row i
     cxcywh = torch.stack([cx, cy, raw_box[..., 2].sigmoid(), raw_box[..., 3].sigmoid()], -1)
     return box_cxcywh_to_xyxy(cxcywh).clamp(0, 1)
 
@@ -90,30 +92,46 @@ def assign_cells(boxes: Tensor, Sh: int, Sw: int) -> Tensor:
     i = (centre[:, 1] * Sh).floor().long().clamp(0, Sh - 1)      # row
     return i * Sw + j
 
+def assign_predictors(boxes: Tensor, Sh: int, Sw: int, A: int) -> Tensor:
+    "(N, 4) normalized xyxy -> (N,) flat predictor index (i*S_w + j)*A + k, k = area rank in the cell; -1 past A."
+    cells = assign_cells(boxes, Sh, Sw)                                     # (N,)
+    order = torch.argsort(-box_area(boxes), stable=True)                    # largest first ...
+    order = order[torch.argsort(cells[order], stable=True)]                 # ... within each cell
+    in_order = cells[order]
+    rank = torch.empty_like(cells)
+    rank[order] = torch.arange(len(cells), device=cells.device) - torch.searchsorted(in_order, in_order)
+    return torch.where(rank < A, cells * A + rank, torch.full_like(cells, -1))
+
+def unassigned_actors(dataset, Sh: int, Sw: int, A: int) -> int:
+    "How many ground-truth actors of `dataset` (samples with normalized `boxes`) find no predictor."
+    return sum(int((assign_predictors(dataset[i]["boxes"], Sh, Sw, A) < 0).sum()) for i in range(len(dataset)))
+
 # %% ../../nbs/80_detector.ipynb #1883b5cb
 def clip_losses(raw: Tensor, boxes: Tensor, labels: Tensor, cfg: MinimalDetectorConfig) -> dict[str, Tensor]:
-    "One clip: raw (S_h, S_w, 5+C), boxes (N, 4), labels (N, C) -> the four unweighted loss terms."
-    Sh, Sw, _ = raw.shape
-    flat = raw.reshape(Sh * Sw, -1)                               # (S_h·S_w, 5 + C)
-    cells = assign_cells(boxes, Sh, Sw)                           # (N,)
-    target_obj = torch.zeros(Sh * Sw, device=raw.device)
-    target_obj[cells] = 1.0
-    N = max(1, len(cells))
+    "One clip: raw (S_h, S_w, A, 5+C), boxes (N, 4), labels (N, C) -> the four unweighted loss terms."
+    Sh, Sw, A, _ = raw.shape
+    flat = raw.reshape(Sh * Sw * A, -1)                           # (S_h·S_w·A, 5 + C)
+    slot = assign_predictors(boxes, Sh, Sw, A)                    # (N,), -1: no predictor left
+    boxes, labels, slot = boxes[slot >= 0], labels[slot >= 0], slot[slot >= 0]
+    target_obj = torch.zeros(Sh * Sw * A, device=raw.device)
+    target_obj[slot] = 1.0
+    N = max(1, len(slot))
     loss_obj = sigmoid_focal_loss(flat[:, 0], target_obj, reduction="sum") / N
-    pred_boxes = decode_boxes(raw[None, ..., 1:5])[0].reshape(Sh * Sw, 4)[cells]   # (N, 4)
+    pred_boxes = decode_boxes(raw[None, ..., 1:5])[0].reshape(Sh * Sw * A, 4)[slot]   # (N, 4)
     zero = flat.sum() * 0.0
-    loss_l1 = l1_box_loss(pred_boxes, boxes).mean() if len(cells) else zero
-    loss_giou = giou_loss(pred_boxes, boxes).mean() if len(cells) else zero
-    loss_cls = (F.binary_cross_entropy_with_logits(flat[cells, 5:], labels.to(flat)) if len(cells) else zero)
+    loss_l1 = l1_box_loss(pred_boxes, boxes).mean() if len(slot) else zero
+    loss_giou = giou_loss(pred_boxes, boxes).mean() if len(slot) else zero
+    loss_cls = (F.binary_cross_entropy_with_logits(flat[slot, 5:], labels.to(flat)) if len(slot) else zero)
     return {"loss_obj": loss_obj, "loss_l1": loss_l1, "loss_giou": loss_giou, "loss_cls": loss_cls}
 
 # %% ../../nbs/80_detector.ipynb #771942b3
 def detections_from_raw(raw: Tensor, cfg: MinimalDetectorConfig) -> list[dict]:
-    "Raw map (B, S_h, S_w, 5+C) -> per clip: actors above the score threshold, after class-agnostic NMS."
-    B, Sh, Sw, _ = raw.shape
-    obj = raw[..., 0].sigmoid().reshape(B, Sh * Sw)                    # (B, S_h·S_w)
-    boxes = decode_boxes(raw[..., 1:5]).reshape(B, Sh * Sw, 4)        # (B, S_h·S_w, 4)
-    cls = raw[..., 5:].sigmoid().reshape(B, Sh * Sw, -1)               # (B, S_h·S_w, C)
+    "Raw map (B, S_h, S_w, A, 5+C) -> per clip: actors above the score threshold, after class-agnostic NMS."
+    B, Sh, Sw, A, _ = raw.shape
+    P = Sh * Sw * A                                                    # predictors per clip
+    obj = raw[..., 0].sigmoid().reshape(B, P)                          # (B, P)
+    boxes = decode_boxes(raw[..., 1:5]).reshape(B, P, 4)              # (B, P, 4)
+    cls = raw[..., 5:].sigmoid().reshape(B, P, -1)                     # (B, P, C)
     out = []
     for b in range(B):
         keep = (obj[b] > cfg.score_thresh).nonzero()[:, 0]
@@ -124,15 +142,16 @@ def detections_from_raw(raw: Tensor, cfg: MinimalDetectorConfig) -> list[dict]:
 
 # %% ../../nbs/80_detector.ipynb #deba24bc
 class MinimalDetector(nn.Module):
-    "The engine's minimal test detector: 3D conv backbone, one cell per actor (see the notebook)."
+    "The engine's minimal test detector: 3D conv backbone, a cell per actor, A predictors per cell (see the notebook)."
     def __init__(self, cfg: MinimalDetectorConfig):
         super().__init__()
         self.cfg, w = cfg, cfg.width
         stem = nn.Sequential(nn.Conv3d(3, w, (1, 4, 4), stride=(1, 4, 4), bias=False), nn.GroupNorm(8, w), nn.ReLU(inplace=True))
         self.backbone = nn.Sequential(stem, conv3d_block(w, 2 * w, 1), conv3d_block(2 * w, 4 * w, 2))
         self.head = nn.Sequential(nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(4 * w, 1 + 4 + cfg.num_classes, 1))
-        nn.init.constant_(self.head[-1].bias[0], -math.log(99.0))  # prior P(actor) = 0.01 (RetinaNet)
+                                  nn.Conv2d(4 * w, cfg.actors_per_cell * (1 + 4 + cfg.num_classes), 1))
+        with torch.no_grad():                                        # prior P(actor) = 0.01 (RetinaNet)
+            self.head[-1].bias.view(cfg.actors_per_cell, -1)[:, 0] = -math.log(99.0)
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -148,7 +167,8 @@ class MinimalDetector(nn.Module):
     def raw_map(self, clip: Tensor) -> Tensor:
         B, _, T, H, W = clip.shape
         feats = self.backbone(clip).mean(2)                       # (B, 4w, H/16, W/16) after pooling time
-        return self.head(feats).permute(0, 2, 3, 1)                # (B, S_h, S_w, 5 + C)
+        raw = self.head(feats).permute(0, 2, 3, 1)                 # (B, S_h, S_w, A·(5 + C))
+        return raw.unflatten(-1, (self.cfg.actors_per_cell, -1))   # (B, S_h, S_w, A, 5 + C)
 
     def losses(self, raw: Tensor, batch: dict) -> dict[str, Tensor]:
         per_clip = [clip_losses(r, b, l, self.cfg) for r, b, l in zip(raw, batch["boxes"], batch["labels"])]

@@ -41,7 +41,7 @@ __all__ = ['resolve_steps', 'lr_factor', 'make_scheduler', 'lr_curve', 'freeze_p
            'freeze_batchnorm', 'NonFiniteLossError', 'check_finite', 'sample_seed', 'isolated_rng', 'SeededSamples',
            'MetricsLog', 'read_jsonl', 'Progress', 'format_seconds', 'eval_panel', 'plot_losses', 'TrainingInterrupted',
            'StopSignals', 'ignore_stop_signals', 'stop_workers', 'seed_everything', 'loss_reduction', 'loss_weights',
-           'set_deterministic', 'Trainer']
+           'deterministic_algorithms', 'split_batch', 'Trainer']
 
 # %% ../../nbs/82_trainer.ipynb #52557edc
 def resolve_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
@@ -290,12 +290,40 @@ def loss_weights(model: nn.Module) -> dict[str, float]:
                         f"unweighted loss terms and names the weight of each")
     return dict(weights)
 
-def set_deterministic(device: torch.device):
-    "Deterministic kernels (CPU: already; CUDA: cuBLAS workspace + deterministic algorithms)."
+@contextlib.contextmanager
+def deterministic_algorithms(device: torch.device):
+    "Deterministic kernels while inside (CUDA: cuBLAS workspace, no cuDNN autotuning); the caller's settings after."
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
     if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # read by cuBLAS: stays set for the process
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
+    try: yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """A collated batch of B clips as min(parts, B) micro-batches of consecutive clips (sizes differ by at most one).
+    Tensors whose first dimension is B and lists of length B are cut; nested dicts (box groups, a batch of
+    unlabeled clips with its own count) are cut alike; 'skipped' and other values go to every part."""
+    if parts < 1: raise ValueError(f"a batch splits into at least 1 part, not {parts}")
+    def bounds(n: int, k: int) -> list[tuple[int, int]]:
+        edges = [round(i * n / k) for i in range(k + 1)]
+        return list(zip(edges[:-1], edges[1:]))
+    def cut(x, n: int, k: int):                            # -> k pieces of x, or None when x is not per clip
+        if isinstance(x, dict):
+            m = len(x["clip"]) if isinstance(x.get("clip"), Tensor) else n   # its own clips, else the parent's
+            pieces = {key: (cut(v, m, k) if key != "skipped" else None) for key, v in x.items()}
+            return [{key: (v[i] if v is not None else x[key]) for key, v in pieces.items()} for i in range(k)]
+        if (isinstance(x, Tensor) and x.dim() and len(x) == n) or (isinstance(x, list) and len(x) == n):
+            return [x[a:b] for a, b in bounds(n, k)]
+        return None
+    B = len(batch["clip"])
+    k = max(1, min(parts, B))
+    pieces = {key: (cut(v, B, k) if key != "skipped" else None) for key, v in batch.items()}
+    return [{key: (v[i] if v is not None else batch[key]) for key, v in pieces.items()} for i in range(k)]
 
 # %% ../../nbs/82_trainer.ipynb #eec96f64
 class Trainer:
@@ -311,7 +339,6 @@ class Trainer:
         self.pair_set = build_pairs(cfg, self.train_set) if cfg.unlabeled else None   # from step ema_start on
         self.val_set, self.evaluate_fn = val_set, evaluate_fn
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        set_deterministic(self.ctx.device)
         self.sampler = GlobalBatchSampler(len(self.train_set), cfg.batch_size, self.ctx.rank, self.ctx.world_size, cfg.seed)
         self.total, self.milestones = resolve_steps(cfg, len(self.sampler))
         self._build_model()
@@ -360,25 +387,55 @@ class Trainer:
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             return check_losses(self.model(batch), loss_weights(self.model))
 
+    def deterministic(self):
+        "The context every training step and evaluation runs in (`deterministic_algorithms`)."
+        return deterministic_algorithms(self.ctx.device)
+
+    def accumulate(self, batch: dict) -> tuple[list[str], Tensor, dict]:
+        """Forward and backward of this process's batch in `accum_steps` micro-batches, gradients summed.
+        Returns the term names, their local values (a clip-weighted mean over the parts for mean losses, the
+        sum for summed ones) and the summed `step_stats` of the model, if it has any."""
+        model, weights = unwrap_model(self.model), loss_weights(self.model)
+        summed = loss_reduction(self.model) == "sum"
+        scale = self.ctx.world_size if summed else 1              # DDP averages gradients
+        parts = split_batch(batch, self.cfg.accum_steps)
+        clips = sum(len(p["clip"]) for p in parts)
+        names, local, stats = None, None, {}
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1                           # DDP all-reduces the gradients once, after the last
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                losses = self.forward_losses(part)
+                names = names or sorted(losses)
+                share = 1.0 if summed or len(parts) == 1 else len(part["clip"]) / clips
+                values = torch.stack([losses[n].detach().float() for n in names])
+                local = values * share if local is None else local + values * share
+                total = scale * weighted_sum(losses, weights)
+                self.scaler.scale(total if share == 1.0 else total * share).backward()
+            if hasattr(model, "step_stats"):                      # e.g. ME-STAD's pseudo-label counts, per part
+                for k, v in model.step_stats().items(): stats[k] = stats.get(k, 0.0) + v
+        return names, local, stats
+
     def train_step(self, batch: dict, skipped: list[str] | None = None) -> dict:
         "Steps 1–3 of the notebook; returns the step's metrics record (`skipped`: every process's skipped clips)."
-        model = unwrap_model(self.model)
+        with self.deterministic():
+            return self._train_step(batch, skipped)
+
+    def _train_step(self, batch: dict, skipped: list[str] | None) -> dict:
+        model, weights = unwrap_model(self.model), loss_weights(self.model)
         if hasattr(model, "before_step"):                     # a mean-teacher model gets the EMA once burn-in is over
             model.before_step(self.step, self.ema.module if self.ema and self.step > self.cfg.ema_start else None)
-        losses, weights = self.forward_losses(batch), loss_weights(self.model)
-        names = sorted(losses)
-        scale = self.ctx.world_size if loss_reduction(self.model) == "sum" else 1   # DDP averages gradients
-        terms = all_reduce_mean(torch.stack([losses[n].detach().float() for n in names])) * scale
-        terms = dict(zip(names, terms.tolist()))                                   # unweighted, global
+        self.optimizer.zero_grad(set_to_none=True)
+        names, local, stats = self.accumulate(batch)
+        scale = self.ctx.world_size if loss_reduction(self.model) == "sum" else 1
+        terms = dict(zip(names, (all_reduce_mean(local) * scale).tolist()))      # unweighted, global
         weighted = {f"weighted_{n}": weights[n] * v for n, v in terms.items()}
         record = {"step": self.step, "loss": sum(weighted.values()), **terms, **weighted,
                   "lr": self.optimizer.param_groups[-1]["lr"]}
         skipped = batch.get("skipped", []) if skipped is None else skipped
         if skipped: record["skipped"], record["skipped_samples"] = len(skipped), list(skipped)   # unreadable (skip_bad)
-        if hasattr(model, "step_stats"): record.update(model.step_stats())       # e.g. ME-STAD's pseudo-label counts
-        check_finite({**terms, "loss": record["loss"]}, self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(scale * weighted_sum(losses, weights)).backward()
+        record.update(stats)
+        check_finite({**terms, "loss": record["loss"]}, self.step)   # before the update: the weights stay good
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.requires_grad]
         record["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad_norm or float("inf")).item()
@@ -432,6 +489,10 @@ class Trainer:
 
     def fit(self) -> dict:
         "Train to `total` steps; evaluate at the end if there is a validation set; draw the loss curve."
+        with self.deterministic():
+            return self._fit()
+
+    def _fit(self) -> dict:
         self.start()
         with StopSignals() as stop:
             while self.step < self.total:
@@ -475,6 +536,10 @@ class Trainer:
 
     def evaluate(self) -> dict:
         "Evaluate on rank 0 (EMA weights if any); append to RUN/eval.jsonl."
+        with self.deterministic():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         result = {}
         if self.ctx.is_main:
             model = self.ema.module if self.ema else unwrap_model(self.model)

@@ -198,7 +198,7 @@ def image_input(frames: int, size: int, batch: int = 1) -> tuple:
     return (torch.randn(batch, 3, size, size),)
 
 def _register_all():
-    for frames in (8, 16):
+    for frames in (8, 16, 32):                     # 32: Table 8's AVA row (the 3D branch averages time)
         register(f"yowo_resnext101_{frames}f", "yowo", frames=frames,
                  description=f"YOWO, 3D-ResNeXt-101 + Darknet-19 + CFAM, {frames} frames")(_detector_builder("YOWO"))
     for fusion, row in (("2d", "2D"), ("3d", "3D"), ("concat", "2D + 3D")):

@@ -281,9 +281,10 @@ def t4_real_config(frames: int, d: int, data: str) -> str:
     return f"yowo_resnext101_16f_{data}" if (frames, d) == (16, 1) else f"yowo_resnext101_{frames}f_d{d}_{data}"
 
 def real_configs(data: str) -> list[str]:
-    "The eight full-scale configs of Tables 2 and 4 on one dataset."
+    "The eight full-scale configs of Tables 2 and 4 on one dataset (on AVA also Table 8's 32-frame row)."
     return ([t2_real_config(v, data) for *_, v, _u, _j, _a, _p in T2_ROWS]
-            + [t4_real_config(f, d, data) for f, d, *_ in T4_ROWS if (f, d) != (8, 1)])
+            + [t4_real_config(f, d, data) for f, d, *_ in T4_ROWS if (f, d) != (8, 1)]
+            + (["yowo_resnext101_32f_ava"] if data == "ava" else []))
 
 def train_real_runs(runs_dir: str | Path = "runs/yowo", out_dir: str | Path = REAL_RUNS, device: str = "cuda") -> list[dict]:
     "Train Tables 2 and 4 on each real dataset whose root is in its environment variable; record every run."
@@ -565,8 +566,8 @@ T8_ROWS = [  # method, AVA version, single stage, input, pretrain, paper frame-m
 YOWO_SOTA = {  # YOWO rows of Tables 6-8 -> (registry name, full-scale config per dataset); None: nothing of ours
     "YOWO (8-frame)": ("yowo_resnext101_8f", {"ava": t2_real_config("cfam", "ava")}),
     "YOWO (16-frame)": ("yowo_resnext101_16f", {d: t4_real_config(16, 1, d) for d in REAL_DATA}),
-    "YOWO (32-frame)": None, "YOWO+LFB*": None}
-NO_MODEL = {"YOWO (32-frame)": "no 32-frame config registered", "YOWO+LFB*": "LFB inference (build_feature_bank, lfb_feature) "
+    "YOWO (32-frame)": ("yowo_resnext101_32f", {"ava": "yowo_resnext101_32f_ava"}), "YOWO+LFB*": None}
+NO_MODEL = {"YOWO+LFB*": "LFB inference (build_feature_bank, lfb_feature) "
             "exists, but no config evaluates it"}
 
 def _vmap_col(k: str) -> str:
