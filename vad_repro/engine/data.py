@@ -31,9 +31,8 @@ def make_transform(cfg: TrainConfig, train: bool):
     preset = cfg.transforms or cfg.paper
     if preset == "none": return None
     from vad_repro.data import transforms
-    paper, _, mode = preset.rpartition(":") if preset.endswith("test") else (preset, "", "")
-    if mode == "test":                                      # no augmentation (overfit checks)
-        paper = paper or cfg.paper
+    if preset == "test" or preset.endswith(":test"):      # no augmentation (overfit checks)
+        paper = cfg.paper if preset == "test" else preset.removesuffix(":test")
         if paper not in transforms.PAPERS:
             raise ValueError(f"config {cfg.name}: transforms={preset!r} is the test transform of paper {paper!r}, which has "
                              f"none; name a paper's: {', '.join(repr(p + ':test') for p in transforms.PAPERS)}, or 'none'")

@@ -41,7 +41,7 @@ __all__ = ['resolve_steps', 'lr_factor', 'make_scheduler', 'lr_curve', 'freeze_p
            'freeze_batchnorm', 'NonFiniteLossError', 'check_finite', 'sample_seed', 'isolated_rng', 'SeededSamples',
            'MetricsLog', 'read_jsonl', 'Progress', 'format_seconds', 'eval_panel', 'plot_losses', 'TrainingInterrupted',
            'StopSignals', 'ignore_stop_signals', 'stop_workers', 'seed_everything', 'loss_reduction', 'loss_weights',
-           'deterministic_algorithms', 'split_batch', 'Trainer']
+           'deterministic_algorithms', 'deterministic_method', 'split_batch', 'Trainer']
 
 # %% ../../nbs/82_trainer.ipynb #52557edc
 def resolve_steps(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int, tuple[int, ...]]:
@@ -304,6 +304,13 @@ def deterministic_algorithms(device: torch.device):
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
 
+def deterministic_method(method):
+    "A `Trainer` method that runs inside `deterministic_algorithms` of the trainer's device."
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with deterministic_algorithms(self.ctx.device): return method(self, *args, **kwargs)
+    return run
+
 def split_batch(batch: dict, parts: int) -> list[dict]:
     """A collated batch of B clips as min(parts, B) micro-batches of consecutive clips (sizes differ by at most one).
     Tensors whose first dimension is B and lists of length B are cut; nested dicts (box groups, a batch of
@@ -321,9 +328,7 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
             return [x[a:b] for a, b in bounds(n, k)]
         return None
     B = len(batch["clip"])
-    k = max(1, min(parts, B))
-    pieces = {key: (cut(v, B, k) if key != "skipped" else None) for key, v in batch.items()}
-    return [{key: (v[i] if v is not None else batch[key]) for key, v in pieces.items()} for i in range(k)]
+    return cut(batch, B, max(1, min(parts, B)))
 
 # %% ../../nbs/82_trainer.ipynb #eec96f64
 class Trainer:
@@ -387,17 +392,11 @@ class Trainer:
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
             return check_losses(self.model(batch), loss_weights(self.model))
 
-    def deterministic(self):
-        "The context every training step and evaluation runs in (`deterministic_algorithms`)."
-        return deterministic_algorithms(self.ctx.device)
-
-    def accumulate(self, batch: dict) -> tuple[list[str], Tensor, dict]:
-        """Forward and backward of this process's batch in `accum_steps` micro-batches, gradients summed.
-        Returns the term names, their local values (a clip-weighted mean over the parts for mean losses, the
-        sum for summed ones) and the summed `step_stats` of the model, if it has any."""
-        model, weights = unwrap_model(self.model), loss_weights(self.model)
-        summed = loss_reduction(self.model) == "sum"
-        scale = self.ctx.world_size if summed else 1              # DDP averages gradients
+    def accumulate(self, batch: dict, weights: dict, summed: bool, scale: int) -> tuple[list[str], Tensor, dict]:
+        """Forward and backward of this process's batch in `accum_steps` micro-batches, gradients summed
+        (`scale` multiplies each backward). Returns the term names, their local values (a clip-weighted mean
+        over the parts for mean losses, the sum for `summed` ones) and the summed `step_stats` of the model."""
+        model = unwrap_model(self.model)
         parts = split_batch(batch, self.cfg.accum_steps)
         clips = sum(len(p["clip"]) for p in parts)
         names, local, stats = None, None, {}
@@ -407,27 +406,24 @@ class Trainer:
             with sync:
                 losses = self.forward_losses(part)
                 names = names or sorted(losses)
-                share = 1.0 if summed or len(parts) == 1 else len(part["clip"]) / clips
-                values = torch.stack([losses[n].detach().float() for n in names])
-                local = values * share if local is None else local + values * share
-                total = scale * weighted_sum(losses, weights)
-                self.scaler.scale(total if share == 1.0 else total * share).backward()
+                share = 1.0 if summed else len(part["clip"]) / clips     # (one part: exactly 1.0)
+                values = torch.stack([losses[n].detach().float() for n in names]) * share
+                local = values if local is None else local + values
+                self.scaler.scale(scale * share * weighted_sum(losses, weights)).backward()
             if hasattr(model, "step_stats"):                      # e.g. ME-STAD's pseudo-label counts, per part
                 for k, v in model.step_stats().items(): stats[k] = stats.get(k, 0.0) + v
         return names, local, stats
 
+    @deterministic_method
     def train_step(self, batch: dict, skipped: list[str] | None = None) -> dict:
         "Steps 1–3 of the notebook; returns the step's metrics record (`skipped`: every process's skipped clips)."
-        with self.deterministic():
-            return self._train_step(batch, skipped)
-
-    def _train_step(self, batch: dict, skipped: list[str] | None) -> dict:
         model, weights = unwrap_model(self.model), loss_weights(self.model)
         if hasattr(model, "before_step"):                     # a mean-teacher model gets the EMA once burn-in is over
             model.before_step(self.step, self.ema.module if self.ema and self.step > self.cfg.ema_start else None)
+        summed = loss_reduction(self.model) == "sum"
+        scale = self.ctx.world_size if summed else 1          # DDP averages gradients
         self.optimizer.zero_grad(set_to_none=True)
-        names, local, stats = self.accumulate(batch)
-        scale = self.ctx.world_size if loss_reduction(self.model) == "sum" else 1
+        names, local, stats = self.accumulate(batch, weights, summed, scale)
         terms = dict(zip(names, (all_reduce_mean(local) * scale).tolist()))      # unweighted, global
         weighted = {f"weighted_{n}": weights[n] * v for n, v in terms.items()}
         record = {"step": self.step, "loss": sum(weighted.values()), **terms, **weighted,
@@ -487,12 +483,9 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.step if ckpt else None, self.ctx.is_main)
         self.progress = Progress(self.total, self.step, enabled=self.ctx.is_main)
 
+    @deterministic_method
     def fit(self) -> dict:
         "Train to `total` steps; evaluate at the end if there is a validation set; draw the loss curve."
-        with self.deterministic():
-            return self._fit()
-
-    def _fit(self) -> dict:
         self.start()
         with StopSignals() as stop:
             while self.step < self.total:
@@ -534,12 +527,9 @@ class Trainer:
         barrier()
         return TrainingInterrupted(signum, self.step, path)
 
+    @deterministic_method
     def evaluate(self) -> dict:
         "Evaluate on rank 0 (EMA weights if any); append to RUN/eval.jsonl."
-        with self.deterministic():
-            return self._evaluate()
-
-    def _evaluate(self) -> dict:
         result = {}
         if self.ctx.is_main:
             model = self.ema.module if self.ema else unwrap_model(self.model)
