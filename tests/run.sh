@@ -17,7 +17,15 @@ fi
 python .ci/readme.py --check
 
 echo "== 2/3 nbdev_test (default flags: cells tagged slow/gpu are skipped)"
-nbdev_test --n_workers "${NBDEV_WORKERS:-2}" --timing
+# Each notebook's start and end is printed (unbuffered), so a notebook that hangs is named; the whole step is
+# stopped after NBDEV_TIMEOUT seconds (default 1800; it takes about 4 minutes on 2 cores).
+rc=0
+PYTHONUNBUFFERED=1 timeout -k 30 "${NBDEV_TIMEOUT:-1800}" \
+  nbdev_test --n_workers "${NBDEV_WORKERS:-2}" --timing --do_print || rc=$?
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+  echo "nbdev_test: stopped after ${NBDEV_TIMEOUT:-1800} s: the notebooks 'Starting' above without 'Completed' hang"
+fi
+[ "$rc" -eq 0 ] || exit "$rc"
 
 echo "== 3/3 pytest tests"
 # tests/test_docs.py opens the rendered site in headless Chromium: install Debian's chromium when missing (root)
@@ -28,8 +36,10 @@ else (apt-get update -qq && apt-get install -y -qq chromium) >/tmp/vad_repro_chr
   || echo "chromium: apt-get install chromium failed (/tmp/vad_repro_chromium_install.log); tests/test_docs.py will fail, VAD_REPRO_NO_BROWSER=1 skips it"
 fi
 set +e
-python -m pytest tests -q -p no:cacheprovider
+# faulthandler prints every thread's stack when one test runs over 10 minutes; the step stops after PYTEST_TIMEOUT s
+timeout -k 30 "${PYTEST_TIMEOUT:-2700}" python -m pytest tests -q -p no:cacheprovider -o faulthandler_timeout=600
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest: no tests collected (allowed)"; rc=0; fi
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then echo "pytest: stopped after ${PYTEST_TIMEOUT:-2700} s"; fi
 exit "$rc"

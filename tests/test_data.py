@@ -288,6 +288,23 @@ def test_synth_loads_with_official_readers(tiny):
         assert s["clip"].shape == (3, 8, 64, 64) and s["labels"].sum() == len(s["boxes"]) >= 1
 
 
+def test_forked_loader_workers_after_pyav_conversion(tiny):
+    """DataLoader workers forked after the parent converted a frame with PyAV's own `to_ndarray` read their clips.
+
+    With PyAV 18.1.1 that conversion leaves a converter with swscale slice threads behind; a worker converting
+    through it waits forever for threads that did not survive the fork (CI hung so in two notebooks). The
+    loader's timeout turns a hang into a failure."""
+    import av
+    roots, _ = tiny
+    ds = build_dataset("ava", roots["ava"], "val", 8, 4)
+    video = sorted((roots["ava"] / "videos").glob("*.mp4"))[0]
+    with av.open(str(video)) as c:
+        next(c.decode(video=0)).to_ndarray(format="rgb24")
+    loader = DataLoader(ds, batch_size=2, num_workers=2, timeout=60, collate_fn=collate_detection,
+                        multiprocessing_context="fork")
+    assert sum(len(b["meta"]) for b in loader) == len(ds)
+
+
 def test_cli_synth(tmp_path):
     from vad_repro.cli import main
     assert main(["synth", "--format", "jhmdb", "--size", "tiny", "--seed", "2", "--out", str(tmp_path / "j")]) == 0

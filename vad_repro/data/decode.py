@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.reformatter import VideoReformatter
 import numpy as np
 from PIL import Image
 
@@ -103,6 +104,16 @@ def _frame_index(frame, stream) -> int:
     "0-based index of a decoded frame from its presentation time."
     return _pts_index(frame.pts, stream)
 
+def _rgb_converter():
+    "A function frame -> uint8 `(H, W, 3)` RGB with its own swscale context, on one thread (safe in forked workers)."
+    reformatter = VideoReformatter()
+    def to_rgb(frame) -> np.ndarray:
+        rgb = reformatter.reformat(frame, format="rgb24", threads=1)
+        plane = rgb.planes[0]                                   # rows of line_size bytes, 3 * width of them used
+        rows = np.frombuffer(plane, np.uint8).reshape(rgb.height, plane.line_size)
+        return rows[:, : 3 * rgb.width].reshape(rgb.height, rgb.width, 3)   # (H, W, 3), a view of the frame
+    return to_rgb
+
 # %% ../../nbs/10_decode.ipynb #692b4701
 def _decode_span(path, container, stream, first: int, last: int, wanted: set) -> tuple[dict, int]:
     """Decode frames `first..last` (keeping `wanted`) after one backward seek; `({index: (H,W,3)}, n_decoded)`.
@@ -110,6 +121,7 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
     Packets of frames not in `wanted` go in with `skip_frame="NONREF"` (dropped if no frame refers to them)."""
     start = stream.start_time or 0
     codec = stream.codec_context
+    to_rgb = _rgb_converter()
     for target in (start + int(Fraction(first) / stream.average_rate / stream.time_base), start):
         container.seek(target, stream=stream, backward=True, any_frame=False)
         frames, n_decoded, overshoot, done, i = {}, 0, False, False, None
@@ -122,7 +134,7 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
                     if n_decoded == 1 and i > first:
                         overshoot = True; break
                     if i in wanted:
-                        frames[i] = frame.to_ndarray(format="rgb24")
+                        frames[i] = to_rgb(frame)                   # (H, W, 3)
                     if i >= last:
                         done = True; break
                 if overshoot or done:
@@ -184,11 +196,11 @@ def iter_video_frames(path):
     path = Path(path)
     container, stream, n_frames = _open_video(path)
     exact = bool(stream.frames)                          # stored by the container, not estimated
-    i = 0
+    i, to_rgb = 0, _rgb_converter()
     with container:
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                yield np.ascontiguousarray(to_rgb(frame))  # (H, W, 3)
                 i += 1
         except av.error.FFmpegError as e:
             raise VideoDecodeError(f"{path}: decoding failed at frame {i} ({_reason(e, path)})") from e
