@@ -365,6 +365,20 @@ def summarise(plan: dict, results: list[dict]) -> list[dict]:
     return table
 
 
+def versus_fastest(table: list[dict]) -> list[dict]:
+    "Per (threads, file kind, clip): read_clip's clips/CPU-s, the fastest other decoder's, and their ratio."
+    rows = []
+    for s in table:
+        if s["decoder"] != "read_clip" or s.get("clips_per_cpu_s") is None: continue
+        peers = [p for p in table if p["decoder"] != "read_clip" and p.get("clips_per_cpu_s") is not None
+                 and (p["threads"], p["file_kind"], p["clip"]) == (s["threads"], s["file_kind"], s["clip"])]
+        if not peers: continue
+        best = max(peers, key=lambda p: p["clips_per_cpu_s"])
+        rows.append(dict(threads=s["threads"], file_kind=s["file_kind"], clip=s["clip"], read_clip=s["clips_per_cpu_s"],
+                         peer=best["decoder"], peer_value=best["clips_per_cpu_s"], ratio=s["clips_per_cpu_s"] / best["clips_per_cpu_s"]))
+    return rows
+
+
 def markdown(meta: dict, table: list[dict], pipes: list[dict], errors: list[str]) -> str:
     L = [f"# Clip decoding: `read_clip` against other decoders (`tests/bench/bench_decoders.py`)", "",
          f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
@@ -391,6 +405,12 @@ def markdown(meta: dict, table: list[dict], pipes: list[dict], errors: list[str]
                      f"{fmt(s.get('clips_per_cpu_s'))} | {rss} | {fmt(s.get('max_abs_diff'), 'd')} | {off} | "
                      f"{fmt(s.get('decoded_per_returned'), '.2f')} | {fmt(s.get('keyframe_to_last_per_needed'), '.2f')} |")
         L.append("")
+    L += ["## read_clip against the fastest other decoder, per core", "",
+          "clips/CPU-s of read_clip divided by the best other decoder's on the same files and clips (>= 1: read_clip is as fast or faster).", "",
+          "| threads | file kind | clip | read_clip | fastest other | its clips/CPU-s | ratio |", "|---|---|---|---:|---|---:|---:|"]
+    for r in versus_fastest(table):
+        L.append(f"| {r['threads']} | {r['file_kind']} | {r['clip']} | {r['read_clip']:.1f} | {r['peer']} | {r['peer_value']:.1f} | {r['ratio']:.2f} |")
+    L.append("")
     if errors:
         L += ["## Decoders that did not run", ""] + [f"- {e}" for e in errors] + [""]
     if pipes:

@@ -96,13 +96,10 @@ def _open_video(path: Path, threads: int = 0):
         raise VideoDecodeError(f"{path}: the container does not say how many frames it has")
     return container, stream, n_frames
 
-def _pts_index(pts: int, stream) -> int:
-    "0-based index of the frame presented at `pts` (a frame's or a packet's)."
-    return int(round((pts - (stream.start_time or 0)) * stream.time_base * stream.average_rate))
-
-def _frame_index(frame, stream) -> int:
-    "0-based index of a decoded frame from its presentation time."
-    return _pts_index(frame.pts, stream)
+def _pts_indexer(stream):
+    "A function pts -> 0-based index of the frame presented at `pts` (a frame's or a packet's)."
+    start, frames_per_tick = stream.start_time or 0, float(stream.time_base * stream.average_rate)
+    return lambda pts: int(round((pts - start) * frames_per_tick))   # float, not Fraction: 8 % of a clip's CPU
 
 def _rgb_converter():
     "A function frame -> uint8 `(H, W, 3)` RGB with its own swscale context, on one thread (safe in forked workers)."
@@ -121,16 +118,16 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
     Packets of frames not in `wanted` go in with `skip_frame="NONREF"` (dropped if no frame refers to them)."""
     start = stream.start_time or 0
     codec = stream.codec_context
-    to_rgb = _rgb_converter()
+    to_rgb, index_of = _rgb_converter(), _pts_indexer(stream)
     for target in (start + int(Fraction(first) / stream.average_rate / stream.time_base), start):
         container.seek(target, stream=stream, backward=True, any_frame=False)
         frames, n_decoded, overshoot, done, i = {}, 0, False, False, None
         try:
             for packet in container.demux(stream):
                 if packet.pts is not None:              # (the demuxer's last, empty packet flushes the decoder)
-                    codec.skip_frame = "DEFAULT" if _pts_index(packet.pts, stream) in wanted else "NONREF"
+                    codec.skip_frame = "DEFAULT" if index_of(packet.pts) in wanted else "NONREF"
                 for frame in packet.decode():
-                    i = _frame_index(frame, stream); n_decoded += 1
+                    i = index_of(frame.pts); n_decoded += 1
                     if n_decoded == 1 and i > first:
                         overshoot = True; break
                     if i in wanted:
