@@ -226,7 +226,8 @@ def bench_ava(work: Path, ref: Path, decimals: int | None = None, reuse: bool = 
     return dict(ours=_strip(ours), official=_strip(official), **_compare(ours, official),
                 cpu_ratio=round(official["cpu_s"] / ours["cpu_s"], 1), decimals=decimals,
                 det_csv_mb=round(det.stat().st_size / 1e6, 1),
-                **({} if official.get("from_earlier_run") else {"hardware": _hardware()}))   # reused: its machine unknown
+                hardware=_hardware() + ("; the official run reused from an earlier recording, its machine not stored"
+                                        if official.get("from_earlier_run") else ""))
 
 
 def bench_ava_ties(work: Path, ref: Path) -> dict:
