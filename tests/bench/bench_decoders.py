@@ -55,6 +55,12 @@ DECODERS = ["read_clip", "torchcodec", "torchcodec_approx", "decord", "opencv", 
 THUMB = 8                                                            # thumbnails: every 8th pixel
 
 
+def _cpu_model() -> str:
+    "The CPU's model name (Linux), else the architecture."
+    try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): return platform.machine()
+
+
 # ---------------------------------------------------------------- the files
 def source_frames() -> list:
     "Every frame of the two real videos, as yuv420p planes (the encoder's input)."
@@ -467,7 +473,7 @@ def main() -> None:
     table = summarise(plan, results)
     errors = sorted({f"{r['decoder']}: {r['error']}" for r in results if "error" in r})
     meta = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, {platform.platform()}",
+            "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, {platform.platform()}",
             "load_start": load_start, "load_end": os.getloadavg()[0], "seconds": time.perf_counter() - t0,
             "versions": versions(), "seed": args.seed,
             "files": [{k: f[k] for k in ("name", "kind", "frames", "fps")} | {"keyframes": keyframes(f["path"]).tolist()[:12]}

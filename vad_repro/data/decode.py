@@ -112,26 +112,35 @@ def _rgb_converter():
     return to_rgb
 
 # %% ../../nbs/10_decode.ipynb #692b4701
-def _decode_span(path, container, stream, first: int, last: int, wanted: set) -> tuple[dict, int]:
-    """Decode frames `first..last` (keeping `wanted`) after one backward seek; `({index: (H,W,3)}, n_decoded)`.
+def _decode_span(path, container, stream, first: int, last: int, slot: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode frames `first..last` after one backward seek, frame `i` into row `slot[i]` of one array;
+    `(frames (K, H, W, 3) uint8, got (K,) bool, n_decoded)` with K = len(slot).
 
-    Packets of frames not in `wanted` go in with `skip_frame="NONREF"` (dropped if no frame refers to them)."""
+    Packets of frames not in `slot` go in with `skip_frame="NONREF"` (dropped if no frame refers to them)."""
     start = stream.start_time or 0
     codec = stream.codec_context
     to_rgb, index_of = _rgb_converter(), _pts_indexer(stream)
+    frames = None                                        # allocated at the first kept frame, when its size is known
     for target in (start + int(Fraction(first) / stream.average_rate / stream.time_base), start):
         container.seek(target, stream=stream, backward=True, any_frame=False)
-        frames, n_decoded, overshoot, done, i = {}, 0, False, False, None
+        got, n_decoded, overshoot, done, i = np.zeros(len(slot), bool), 0, False, False, None
         try:
             for packet in container.demux(stream):
                 if packet.pts is not None:              # (the demuxer's last, empty packet flushes the decoder)
-                    codec.skip_frame = "DEFAULT" if index_of(packet.pts) in wanted else "NONREF"
+                    codec.skip_frame = "DEFAULT" if index_of(packet.pts) in slot else "NONREF"
                 for frame in packet.decode():
                     i = index_of(frame.pts); n_decoded += 1
                     if n_decoded == 1 and i > first:
                         overshoot = True; break
-                    if i in wanted:
-                        frames[i] = to_rgb(frame)                   # (H, W, 3)
+                    j = slot.get(i)
+                    if j is not None:
+                        if frames is None:
+                            frames = np.empty((len(slot), frame.height, frame.width, 3), np.uint8)  # (K, H, W, 3)
+                        if (frame.height, frame.width) != frames.shape[1:3]:
+                            raise VideoDecodeError(f"{path}: frame {i} is {frame.width}x{frame.height}, the frames "
+                                                   f"before it {frames.shape[2]}x{frames.shape[1]}")
+                        frames[j] = to_rgb(frame)           # copied at once: the converted frame is freed and reused
+                        got[j] = True
                     if i >= last:
                         done = True; break
                 if overshoot or done:
@@ -141,23 +150,26 @@ def _decode_span(path, container, stream, first: int, last: int, wanted: set) ->
             raise VideoDecodeError(f"{path}: decoding failed {where} ({_reason(e, path)}) "
                                    f"while reading frames {first}-{last}") from e
         if not overshoot:
-            return frames, n_decoded
+            return frames, got, n_decoded
     raise VideoDecodeError(f"{path}: cannot seek to frame {first}")
 
 def decode_video_frames(path, indices, threads: int = 0) -> tuple[np.ndarray, int]:
     "Frames `indices` (0-based, clamped by the caller) of a video file -> (uint8 `(T, H, W, 3)`, frames decoded)."
     path = Path(path)
-    indices = np.asarray(indices)
+    indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+    distinct = sorted(set(indices))                      # a clip clamped at the video's ends repeats frames
+    slot = {i: j for j, i in enumerate(distinct)}
     container, stream, n_frames = _open_video(path, threads)
     with container:
-        wanted = set(int(i) for i in indices)
-        frames, n_decoded = _decode_span(path, container, stream, min(wanted), max(wanted), wanted)
-    missing = sorted(wanted - set(frames))
+        frames, got, n_decoded = _decode_span(path, container, stream, distinct[0], distinct[-1], slot)
+    missing = [i for i, ok in zip(distinct, got) if not ok]
     if missing:
         raise VideoDecodeError(f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be decoded "
-                               f"while reading frames {min(wanted)}-{max(wanted)} (the container has {n_frames} "
+                               f"while reading frames {distinct[0]}-{distinct[-1]} (the container has {n_frames} "
                                f"frames): truncated or corrupt file")
-    return np.stack([frames[int(i)] for i in indices]), n_decoded
+    if indices == distinct:                              # increasing, no repeats: the array is the clip
+        return frames, n_decoded
+    return frames[[slot[i] for i in indices]], n_decoded  # (T, H, W, 3)
 
 # %% ../../nbs/10_decode.ipynb #1e724001
 def num_video_frames(path) -> int:
