@@ -59,6 +59,10 @@ class _ClipDataset(Dataset):
             self.skipped.append(str(e))
             return Skipped(str(e))
 
+    def video_of(self, i: int) -> tuple:
+        "`(video path, 0-based key frame, frame count or None)` of sample `i`: what a reader of more frames around it needs."
+        raise NotImplementedError
+
     def _finish(self, sample: dict) -> dict:
         return self.transform(sample) if self.transform is not None else sample
 
@@ -101,10 +105,14 @@ class AVADataset(_ClipDataset):
             if not files["proposals"]: raise FileNotFoundError(f"{root}: no person-proposal CSV for split {split!r}")
             self.proposals = read_proposals(files["proposals"])
 
+    def video_of(self, i: int) -> tuple:
+        video, ts = self.samples[i]
+        return ava_video_source(self.root, video), timestamp_to_frame(ts), None
+
     def __getitem__(self, i: int):
         video, ts = self.samples[i]
         key_frame = timestamp_to_frame(ts)
-        clip = self._read(lambda: ava_video_source(self.root, video), key_frame)
+        clip = self._read(lambda: self.video_of(i)[0], key_frame)
         if isinstance(clip, Skipped):
             return clip
         boxes, labels, person_ids = keyframe_targets(self.keyframes[(video, ts)], self.action_ids)
@@ -160,10 +168,14 @@ class TubeDataset(_ClipDataset):
             raise ValueError(f"frames must be 'annotated' or 'all', got {frames!r}")
         return annotated_frames(self.gt, video) if frames == "annotated" else list(range(1, self.gt["nframes"][video] + 1))
 
+    def video_of(self, i: int) -> tuple:
+        video, frame = self.samples[i]
+        return self.root / "rgb-images" / video, frame - 1, self.gt["nframes"][video]
+
     def __getitem__(self, i: int):
         video, frame = self.samples[i]
         n_frames = self.gt["nframes"][video]
-        clip = self._read(lambda: self.root / "rgb-images" / video, frame - 1, n_frames)
+        clip = self._read(lambda: self.video_of(i)[0], frame - 1, n_frames)
         if isinstance(clip, Skipped):
             return clip
         boxes, label_idx, keys = frame_annotations(self.gt, video, frame)
@@ -199,6 +211,8 @@ def pad_sample(sample: dict, size: tuple[int, int]) -> dict:
         out["tubes"] = sample["tubes"] * scale
     if "box_groups" in sample:                              # neighbour keyframes, proposals: rescaled alike
         out["box_groups"] = {n: dict(g, boxes=g["boxes"] * scale) for n, g in sample["box_groups"].items()}
+    if "lfb_clips" in sample:                               # YOWO+LFB's bank clips (K, 3, L, h, w): padded alike
+        out["lfb_clips"] = torch.nn.functional.pad(sample["lfb_clips"], (0, W - w, 0, H - h))
     return out
 
 def unpad_boxes(boxes: torch.Tensor, valid_size: tuple[int, int], padded_size: tuple[int, int]) -> torch.Tensor:
@@ -223,4 +237,6 @@ def collate_detection(items: list) -> dict:
         if any(sorted(s["box_groups"]) != names for s in kept):
             raise ValueError(f"samples of one batch have different box groups: {[sorted(s['box_groups']) for s in kept]}")
         batch["box_groups"] = {n: {e: [s["box_groups"][n][e] for s in kept] for e in kept[0]["box_groups"][n]} for n in names}
+    if kept and all("lfb_clips" in s for s in kept):        # a list: videos near their ends have fewer bank clips
+        batch["lfb_clips"] = [s["lfb_clips"] for s in kept]
     return batch

@@ -108,6 +108,7 @@ class TrainConfig:
     ema_start: int = 0                    # until this step the EMA copies the weights (ME-STAD: the teacher starts at the end of burn-in)
     unlabeled: bool = False               # from step `ema_start` on, pair each labeled clip with an unlabeled one (ME-STAD §3.4)
     proposals: bool = False               # hand the split's pre-extracted person proposals over with each clip (ME-STAD Table 3)
+    lfb_clips: int = 0                    # YOWO+LFB (§3.4): evaluate with the mean 3D feature of up to this many 8-frame clips around the key frame; 0: off
     freeze_bn: bool = False               # BatchNorm in eval mode while training (stats frozen)
     frozen: tuple = ()                    # parameter-name prefixes kept fixed (YOWO J-HMDB: its branches)
     recipe_source: str = "paper"          # whose recipe the fields above are: 'paper' | 'official' | 'ours'
@@ -320,6 +321,11 @@ def _yowo_rows():
         for data, mAP in zip(paper, mAPs):
             row = f"Table 5, 3D {backbone}, {paper[data]}: {mAP}" + (" (= Tables 6–8, YOWO 16-frame)" if backbone == "resnext101" else "")
             _yowo_add(f"yowo_{backbone}_16f", f"yowo_{backbone}_16f", row, data, 16, 1, backbone_3d=_YOWO_3D[backbone])
+    lfb = {"ucf": ("16f", 87.3), "jhmdb": ("16f", 75.7), "ava": ("32f", "19.2 (v2.1) / 20.2 (v2.2)")}
+    for data, (frames, mAP) in lfb.items():         # YOWO+LFB*: the model of the row above it, evaluated with the bank
+        base = get_config(f"yowo_resnext101_{frames}_{data}")
+        _CONFIGS[f"yowo_lfb_{data}"] = base.replace(name=f"yowo_lfb_{data}", lfb_clips=8,
+                                                   row=f"Tables 6–8, YOWO+LFB*, {paper[data]}: {mAP} (the {frames} model)")
 
 # %% ../../nbs/81_config.ipynb #5cf556ad
 YOWO_CPU_ANCHORS = {   # k-means (1 − IoU) of the `small` synthetic training boxes, 5 anchors in cells of the 4 × 4 grid
@@ -387,6 +393,8 @@ def _tiny_rows():
     yowo = dict(data_format="ucf", key="last", freeze_bn=False,     # from random weights BN must normalise: see below
                 model_kwargs={"dataset": "ucf", "conf_thresh": 0.005, "anchors": YOWO_TINY_ANCHORS})
     add_config("yowo_tiny", "yowo_tiny", "yowo", "YOWO, small backbones, tiny synthetic UCF", **{**_TINY, **yowo, "lr": 1e-3})
+    _CONFIGS["yowo_lfb_tiny"] = get_config("yowo_tiny").replace(name="yowo_lfb_tiny", lfb_clips=8,
+                                                               row="YOWO+LFB tiny: yowo_tiny evaluated with the feature bank (CPU tests)")
     add_config("yowo_overfit", "yowo_tiny", "yowo", "YOWO tiny, trained and evaluated on the same tiny synthetic UCF frames",
                **{**_TINY, **yowo, "val_split": "train", "train_frame_stride": 16, "optimizer": "adamw", "lr": 3e-3,
                   "weight_decay": 1e-4, "clip_grad_norm": 10.0, "schedule": "cosine", "train_length": iters(1200),

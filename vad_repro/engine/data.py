@@ -46,8 +46,12 @@ def build_data(cfg: TrainConfig, split: str, train: bool):
     if cfg.data_format != "ava":
         extra = {"split_index": cfg.split_index, "train_frame_stride": cfg.train_frame_stride,
                  "frames": cfg.train_frames if train else cfg.eval_frames}
-    return build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
-                         key=cfg.key, transform=make_transform(cfg, train), skip_bad=cfg.skip_bad, **extra)
+    dataset = build_dataset(cfg.data_format, data_root(cfg), split, cfg.num_frames, cfg.stride,
+                            key=cfg.key, transform=make_transform(cfg, train), skip_bad=cfg.skip_bad, **extra)
+    if cfg.lfb_clips and not train:                   # YOWO+LFB: the bank clips around each key frame (notebook 42)
+        from vad_repro.yowo.model import FeatureBankClips
+        dataset = FeatureBankClips(dataset, clip_len=8, num_clips=cfg.lfb_clips)
+    return dataset
 
 def collate(items: list[dict]) -> dict:
     "`vad_repro.data.collate_detection` (imported lazily so the engine imports without the data band)."

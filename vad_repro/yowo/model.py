@@ -21,7 +21,7 @@ from .loss import ANCHORS, RegionLossConfig, decode_detections, region_loss
 # %% auto #0
 __all__ = ['TABLE5_BACKBONES', 'TINY', 'YOWOConfig', 'YOWO', 'official_to_ours', 'ours_to_official', 'is_official_checkpoint',
            'official_state', 'official_num_classes', 'load_official_into', 'load_official', 'to_official',
-           'lfb_clip_indices', 'build_feature_bank', 'lfb_feature', 'YOWODetector', 'image_input']
+           'lfb_clip_indices', 'build_feature_bank', 'lfb_feature', 'YOWODetector', 'FeatureBankClips', 'image_input']
 
 # %% ../../nbs/42_yowo.ipynb #d4767335
 @dataclass
@@ -167,15 +167,60 @@ class YOWODetector(YOWO):
 
     def forward(self, batch, feature_3d: Tensor | None = None):
         if isinstance(batch, Tensor): return super().forward(batch, feature_3d)
-        out = super().forward(batch["clip"], batch.get("feature_3d"))    # (B, A·(C+5), H', W')
+        feature_3d = batch.get("feature_3d")
+        if feature_3d is None and "lfb_clips" in batch and not self.training:   # YOWO+LFB (§3.4): inference only
+            feature_3d = self.bank_feature(batch["lfb_clips"])
+        out = super().forward(batch["clip"], feature_3d)                 # (B, A·(C+5), H', W')
         if self.training: return region_loss(out, batch["boxes"], batch["labels"], self.loss_cfg)
         return self.detect(out)
+
+    def bank_feature(self, lfb_clips: list[Tensor]) -> Tensor:
+        "YOWO+LFB: each sample's bank clips (K, 3, L, H, W) through the 3D branch, averaged -> (B, C', H', W')."
+        if self.backbone_3d is None: raise ValueError("YOWO+LFB needs the 3D branch; this model has none")
+        return torch.stack([self.backbone_3d(clips).mean(0) for clips in lfb_clips])
 
     def detect(self, out: Tensor) -> list[dict]:
         "Raw head map -> per-clip detections (confidence threshold, NMS)."
         nms_thresh = self.cfg.nms_thresh or (0.5 if self.cfg.data == "ava" else 0.4)
         return decode_detections(out, self.loss_cfg.anchors, self.cfg.num_classes, self.cfg.conf_thresh,
                                  nms_thresh, self.loss_cfg.multilabel, self.loss_cfg.num_pose_classes)
+
+# %% ../../nbs/42_yowo.ipynb #c7a1f0b2
+class FeatureBankClips(torch.utils.data.Dataset):
+    "The samples of a clip dataset, each with `lfb_clips` (K, 3, L, H, W): its key frame's bank clips (YOWO+LFB)."
+    def __init__(self, dataset, clip_len: int = 8, num_clips: int = 8):
+        self.dataset, self.clip_len, self.num_clips = dataset, clip_len, num_clips
+
+    def __len__(self) -> int: return len(self.dataset)
+
+    def __getattr__(self, name: str):                   # class_names, num_classes, gt_files, skipped, ... of the dataset
+        if name == "dataset": raise AttributeError(name)  # (while unpickling, before __init__'s fields exist)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, i: int):
+        from vad_repro.data.datasets import Skipped, clip_to_tensor
+        from vad_repro.data.decode import VideoDecodeError, num_video_frames, read_clip
+        sample = self.dataset[i]
+        if isinstance(sample, Skipped): return sample
+        path, key_frame, n_frames = self.dataset.video_of(i)
+        L = self.clip_len
+        try:
+            n_frames = n_frames or num_video_frames(path)
+            bank = lfb_clip_indices(n_frames, key_frame, L, self.num_clips)
+            first, end = bank[0] * L, (bank[-1] + 1) * L              # the bank clips are consecutive: one span
+            frames = read_clip(path, end - 1, end - first, 1, "last", n_frames)   # (K·L, H, W, 3)
+        except (VideoDecodeError, FileNotFoundError, ValueError) as e:
+            reason = f"{path}: bank clips of frame {key_frame}: {e}" if isinstance(e, ValueError) else str(e)
+            if not self.dataset.skip_bad: raise VideoDecodeError(reason) from e
+            self.dataset.skipped.append(reason)
+            return Skipped(reason)
+        clip = clip_to_tensor(frames)                                 # (3, K·L, H, W)
+        if self.dataset.transform is not None:                       # the sample's own (evaluation) transform
+            clip = self.dataset.transform({"clip": clip, "boxes": torch.zeros(0, 4),
+                                           "labels": torch.zeros(0, self.dataset.num_classes),
+                                           "meta": {"orig_size": tuple(clip.shape[-2:])}})["clip"]
+        C, _, H, W = clip.shape
+        return dict(sample, lfb_clips=clip.reshape(C, len(bank), L, H, W).transpose(0, 1))   # (K, 3, L, H, W)
 
 # %% ../../nbs/42_yowo.ipynb #797f2b5d
 TABLE5_BACKBONES = {"resnext101": "resnext101", "resnet101": "resnet101", "resnet50": "resnet50",

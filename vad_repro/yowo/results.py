@@ -24,14 +24,14 @@ from .model import TABLE5_BACKBONES, YOWOConfig, YOWODetector
 __all__ = ['TABLE5', 'CONVENTIONS_T5', 'NOT_TRAINED', 'TABLE5_COLUMNS', 'CPU_RUNS', 'CPU_DATA', 'T2_ROWS', 'T4_ROWS',
            'MAP_COLUMNS', 'REAL_RUNS', 'REAL_DATA', 'DATA_ENV', 'TIE', 'NO_GPU', 'TABLE9_OTHERS', 'T3_ROWS',
            'TABLE3_RUNS', 'T3_DATA', 'T3_COLUMNS', 'TABLE3_NOTES', 'T6_ROWS', 'T7_ROWS', 'T8_ROWS', 'YOWO_SOTA',
-           'NO_MODEL', 'OTHERS_NOTE', 'TUBE_NOTE', 'TABLE1', 'GT_PKL_NAME', 'T1_COLUMNS', 'TABLE1_NOTES',
-           'thop_module_ops', 'hook_counts', 'thop_flops', 'count_backbone', 'table5', 'full_model_row', 't2_config',
-           't4_config', 'cpu_configs', 'synth_anchors', 'rescore_run', 'record_run', 'train_runs', 'train_cpu_runs',
-           'read_records', 'cpu_records', 't2_real_config', 't4_real_config', 'real_configs', 'train_real_runs',
-           'real_records', 'table2', 'table4', 'orderings', 'scale_notes', 'ordering_notes', 'speed_record', 'table9',
-           'score_table3', 'record_table3', 'record_table3_runs', 't3_configs', 'table3_records', 'table3', 'table6',
-           'table7', 'ava_version', 'table8', 'tube_statistics', 'ava_statistics', 'dataset_statistics', 'data_roots',
-           'table1', 'yowo_tables']
+           'OTHERS_NOTE', 'TUBE_NOTE', 'TABLE1', 'GT_PKL_NAME', 'T1_COLUMNS', 'TABLE1_NOTES', 'thop_module_ops',
+           'hook_counts', 'thop_flops', 'count_backbone', 'table5', 'full_model_row', 't2_config', 't4_config',
+           'cpu_configs', 'synth_anchors', 'rescore_run', 'record_run', 'train_runs', 'train_cpu_runs', 'read_records',
+           'cpu_records', 't2_real_config', 't4_real_config', 'real_configs', 'lfb_base_config', 'record_lfb_run',
+           'train_real_runs', 'real_records', 'table2', 'table4', 'orderings', 'scale_notes', 'ordering_notes',
+           'speed_record', 'table9', 'score_table3', 'record_table3', 'record_table3_runs', 't3_configs',
+           'table3_records', 'table3', 'table6', 'table7', 'ava_version', 'table8', 'tube_statistics', 'ava_statistics',
+           'dataset_statistics', 'data_roots', 'table1', 'yowo_tables']
 
 # %% ../../nbs/94_yowo_results.ipynb #11119dc7
 def _kernel_numel(m) -> int:
@@ -286,13 +286,44 @@ def real_configs(data: str) -> list[str]:
             + [t4_real_config(f, d, data) for f, d, *_ in T4_ROWS if (f, d) != (8, 1)]
             + (["yowo_resnext101_32f_ava"] if data == "ava" else []))
 
+def lfb_base_config(data: str) -> str:
+    "The run YOWO+LFB* evaluates on `data`: the 16-frame model's (the 32-frame one on AVA)."
+    return "yowo_resnext101_32f_ava" if data == "ava" else t4_real_config(16, 1, data)
+
+def record_lfb_run(base_run: str | Path, lfb_config: str, out_dir: str | Path = REAL_RUNS, device: str = "cuda") -> dict:
+    """YOWO+LFB*: the newest checkpoint of the finished run `base_run`, evaluated under `lfb_config` (its data root)
+    with the long-term feature bank; the result goes to `base_run/eval_<lfb_config>/` and `out_dir/<lfb_config>.json`."""
+    import time
+    from vad_repro.engine.config import get_config
+    from vad_repro.engine.inference import evaluate_run, run_config
+    from vad_repro.engine.trainer import read_jsonl
+    base_run = Path(base_run)
+    base, lfb = run_config(base_run), get_config(lfb_config)
+    if not lfb.lfb_clips: raise ValueError(f"config {lfb_config} does not use the feature bank (lfb_clips=0)")
+    if base.model != lfb.model:
+        raise ValueError(f"{base_run}: trained {base.model} ({base.name}); {lfb_config} evaluates {lfb.model}")
+    t0 = time.time()
+    result = evaluate_run(base_run, device=device, config=lfb_config, out_dir=base_run / f"eval_{lfb_config}",
+                          data_root=base.data_root)
+    rec = {"config": lfb_config, "base_config": base.name, "model": lfb.model, "data_format": lfb.data_format,
+           "data_root": base.data_root, "synth_size": base.synth_size, "size": base.size, "num_frames": base.num_frames,
+           "stride": base.stride, "lfb_clips": lfb.lfb_clips, "steps": len(read_jsonl(base_run / "metrics.jsonl")),
+           "seed": base.seed, "batch_size": base.batch_size, "seconds": round(time.time() - t0, 1), "hardware": hardware(),
+           "torch": torch.__version__, "checkpoint": result["checkpoint"], "frame_mAP": result["mAP"],
+           "video_mAP": result.get("video_mAP"), "chance_frame_mAP": result.get("chance_mAP")}
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    (out / f"{lfb_config}.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
 def train_real_runs(runs_dir: str | Path = "runs/yowo", out_dir: str | Path = REAL_RUNS, device: str = "cuda") -> list[dict]:
-    "Train Tables 2 and 4 on each real dataset whose root is in its environment variable; record every run."
+    """Train Tables 2 and 4 on each real dataset whose root is in its environment variable; record every run;
+    then evaluate YOWO+LFB* on the base run's checkpoint (`record_lfb_run`)."""
     import os
     records = []
     for data in REAL_DATA:
         if os.environ.get(DATA_ENV[data]):
             records += train_runs(real_configs(data), runs_dir, out_dir, extra=["--data", os.environ[DATA_ENV[data]]], device=device)
+            records.append(record_lfb_run(Path(runs_dir) / lfb_base_config(data), f"yowo_lfb_{data}", out_dir, device))
     return records
 
 def real_records(out_dir: str | Path | None = None) -> dict[str, dict]:
@@ -566,9 +597,8 @@ T8_ROWS = [  # method, AVA version, single stage, input, pretrain, paper frame-m
 YOWO_SOTA = {  # YOWO rows of Tables 6-8 -> (registry name, full-scale config per dataset); None: nothing of ours
     "YOWO (8-frame)": ("yowo_resnext101_8f", {"ava": t2_real_config("cfam", "ava")}),
     "YOWO (16-frame)": ("yowo_resnext101_16f", {d: t4_real_config(16, 1, d) for d in REAL_DATA}),
-    "YOWO (32-frame)": ("yowo_resnext101_32f", {"ava": "yowo_resnext101_32f_ava"}), "YOWO+LFB*": None}
-NO_MODEL = {"YOWO+LFB*": "LFB inference (build_feature_bank, lfb_feature) "
-            "exists, but no config evaluates it"}
+    "YOWO (32-frame)": ("yowo_resnext101_32f", {"ava": "yowo_resnext101_32f_ava"}),
+    "YOWO+LFB*": (None, {d: f"yowo_lfb_{d}" for d in REAL_DATA})}   # registry name: the base model of its config
 
 def _vmap_col(k: str) -> str:
     "Column stem of a video-mAP threshold: '0.2' -> 'vmap20', '0.5:0.95' -> 'vmap50_95'."
@@ -585,10 +615,15 @@ def _vmap_cells(record: dict | None, keys: tuple[str, ...]) -> dict:
 def _sota_row(method: str, data: str, real: dict) -> tuple[str, str, dict | None, str]:
     "(registry name, data cell, our record or None, hardware) of one row of Tables 6-8."
     if method not in YOWO_SOTA: return "", "another method: the paper's numbers", None, ""
-    if YOWO_SOTA[method] is None: return "", f"not measured: {NO_MODEL[method]}", None, ""
+    from vad_repro.engine.config import get_config
     name, configs = YOWO_SOTA[method]
-    r = real.get(configs[data])
-    if r is None: return name, f"`{configs[data]}`: {NOT_TRAINED} (needs the dataset and a GPU)", None, ""
+    cfg = get_config(configs[data])
+    name, r = name or cfg.model, real.get(cfg.name)
+    if r is None and cfg.lfb_clips:
+        return name, f"`{cfg.name}`: not evaluated yet (the base run's checkpoint with the feature bank; needs the dataset and a GPU)", None, ""
+    if r is None: return name, f"`{cfg.name}`: {NOT_TRAINED} (needs the dataset and a GPU)", None, ""
+    if cfg.lfb_clips:
+        return name, f"`{cfg.name}`: `{r['base_config']}` trained here, {r['steps']} steps of batch {r['batch_size']}, evaluated with the feature bank", r, r["hardware"]
     return name, f"`{configs[data]}` trained here, {r['steps']} steps of batch {r['batch_size']}", r, r["hardware"]
 
 def _tube_table(stem: str, title: str, data: str, paper_rows: list, paper_keys: tuple, extra_keys: tuple, notes: str,
